@@ -1,0 +1,15 @@
+# Flags for segkit's own tests, benchmarks and examples (never imposed on consumers).
+function(segkit_program_options target)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Wall -Wextra>)
+  if(SEGKIT_WERROR)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-Werror>)
+  endif()
+  if(SEGKIT_NATIVE)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-march=native>)
+  endif()
+  if(SEGKIT_SANITIZE)
+    target_compile_options(${target} PRIVATE -fsanitize=${SEGKIT_SANITIZE} -fno-omit-frame-pointer
+                                             -fno-sanitize-recover=all)
+    target_link_options(${target} PRIVATE -fsanitize=${SEGKIT_SANITIZE})
+  endif()
+endfunction()
