@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# segkit's one entry point for a fresh Debian machine. Installs what is missing, builds, runs.
+#
+#   scripts/run.sh            install, build (CPU), run the main job on generated data
+#   scripts/run.sh test       the same, then every test (ctest)
+#   scripts/run.sh sanitize   build with AddressSanitizer + UBSan and run every test
+#   scripts/run.sh cuda       configure and build the CUDA configuration (kernels, CUDA tests);
+#                             runs the CUDA tests, which report "Skipped" without a GPU
+#   scripts/run.sh bench      build and run the benchmarks (installs python3-torch for the
+#                             PyTorch baselines)
+#   scripts/run.sh golden     regenerate tests/golden/ with PyTorch (installs python3-torch)
+#
+# Environment: BUILD_DIR (default build), JOBS (default: all cores), SEGKIT_WERROR (ON in CI).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-demo}
+jobs=${JOBS:-$(nproc)}
+werror=${SEGKIT_WERROR:-OFF}
+[ "${CI:-}" = "true" ] && werror=ON
+
+need_packages() {
+  local missing=()
+  for package in "$@"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" ||
+      missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "segkit: installing ${missing[*]}"
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+base_packages=(build-essential cmake libeigen3-dev catch2 libstb-dev libbenchmark-dev python3)
+configure() {  # configure DIR [extra cmake args...]
+  local dir=$1
+  shift
+  cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release -DSEGKIT_WERROR="$werror" "$@" >/dev/null
+}
+
+case "$mode" in
+  demo | test)
+    need_packages "${base_packages[@]}"
+    dir=${BUILD_DIR:-build}
+    configure "$dir" -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_BENCHMARKS=OFF
+    cmake --build "$dir" --parallel "$jobs"
+    "$dir/examples/segkit_demo"
+    if [ "$mode" = test ]; then
+      ctest --test-dir "$dir" --output-on-failure --parallel "$jobs"
+    fi
+    ;;
+  sanitize)
+    need_packages "${base_packages[@]}"
+    dir=${BUILD_DIR:-build-sanitize}
+    # RelWithDebInfo keeps the sanitised suite fast enough while keeping line numbers.
+    configure "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_BENCHMARKS=OFF \
+      -DSEGKIT_BUILD_EXAMPLES=OFF -DSEGKIT_NATIVE=OFF -DSEGKIT_SANITIZE=address,undefined
+    cmake --build "$dir" --parallel "$jobs"
+    # Two test processes at once, two OpenMP threads each, would oversubscribe two cores.
+    OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --test-dir "$dir" --output-on-failure --parallel "$jobs" -E consumer_project
+    ;;
+  cuda)
+    need_packages "${base_packages[@]}"
+    export PATH=/usr/local/cuda/bin:$PATH
+    dir=${BUILD_DIR:-build-cuda}
+    configure "$dir" -DSEGKIT_CUDA=ON -DSEGKIT_BUILD_BENCHMARKS=OFF
+    cmake --build "$dir" --parallel "$jobs" --target segkit_cuda segkit_cuda_tests \
+      segkit_headers_self_contained segkit_demo
+    ctest --test-dir "$dir" --output-on-failure -R 'cuda_ops_match_cpu|headers_self_contained'
+    ;;
+  bench)
+    need_packages "${base_packages[@]}" python3-torch
+    dir=${BUILD_DIR:-build-bench}
+    configure "$dir" -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_TESTS=OFF -DSEGKIT_BUILD_EXAMPLES=OFF
+    cmake --build "$dir" --parallel "$jobs"
+    for program in "$dir"/benchmarks/bench_*; do
+      [ -x "$program" ] && "$program"
+    done
+    ;;
+  golden)
+    need_packages python3-torch python3-numpy
+    python3 tests/reference/generate.py
+    ;;
+  *)
+    sed -n '2,16p' "$0"
+    exit 2
+    ;;
+esac
