@@ -1,0 +1,2 @@
+// Translation unit for the elementwise kernels (one .cu per op keeps nvcc builds parallel).
+#include "elementwise.cuh"
