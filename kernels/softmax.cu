@@ -1,0 +1,2 @@
+// Translation unit for the softmax kernels (one .cu per op keeps nvcc builds parallel).
+#include "softmax.cuh"
