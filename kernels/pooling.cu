@@ -1,0 +1,2 @@
+// Translation unit for the pooling kernels (max, average, adaptive average).
+#include "pooling.cuh"
