@@ -288,6 +288,7 @@ void for_each_sample(const conv2d_geometry& g, int64_t slots, const Sample& samp
     return;
   }
 #endif
+  (void)slots;  // serial: one slot
   for (int64_t n = 0; n < g.n; ++n) sample(n, 0);
 }
 
