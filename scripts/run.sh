@@ -81,7 +81,9 @@ case "$mode" in
     ;;
   golden)
     need_packages python3-torch python3-numpy
-    python3 tests/reference/generate.py
+    # Debian's interpreter: it is the one python3-torch installs into (a pyenv or venv
+    # python3 earlier on PATH would not see it).
+    /usr/bin/python3 tests/reference/generate.py
     ;;
   *)
     sed -n '2,16p' "$0"

@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Regenerates every golden file: runs each gen_*.py in this folder.
 
-Usage: python3 tests/reference/generate.py      (needs Debian's python3-torch)
+Usage: /usr/bin/python3 tests/reference/generate.py   (Debian's python3 with python3-torch;
+       or scripts/run.sh golden)
 The outputs in tests/golden/ are committed, so the test suite never needs PyTorch.
 """
 import glob
