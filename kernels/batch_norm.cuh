@@ -114,15 +114,15 @@ void batch_norm_forward(const batch_norm_params& params, const tensor<float, cud
                         tensor<float, cuda>& running_mean, tensor<float, cuda>& running_var,
                         tensor<float, cuda>& y, tensor<float, cuda>& saved_mean,
                         tensor<float, cuda>& saved_inv_std) {
-  detail::check_batch_norm_forward(params, x, gamma, beta, running_mean, running_var, y,
-                                   saved_mean, saved_inv_std);
+  detail::check_batch_norm_forward(params, x, gamma, beta, running_mean, running_var, y, saved_mean,
+                                   saved_inv_std);
   const int64_t channels = x.size(1);
   if (channels == 0) return;
   if (x.empty()) {  // eval with N*H*W == 0: nothing to normalise, but the saved stats exist
     SEGKIT_LAUNCH(cuda_kernels::batch_norm_eval_stats_kernel, cuda_detail::blocks_for(channels),
                   cuda_detail::threads_per_block, 0, cuda_detail::context().stream(),
-                  running_mean.data(), running_var.data(), saved_mean.data(),
-                  saved_inv_std.data(), channels, params.eps);
+                  running_mean.data(), running_var.data(), saved_mean.data(), saved_inv_std.data(),
+                  channels, params.eps);
     return;
   }
   const cuda_kernels::batch_norm_descriptors desc(x.shape());
@@ -145,8 +145,8 @@ void batch_norm_forward(const batch_norm_params& params, const tensor<float, cud
         "cudnnBatchNormalizationForwardInference");
     SEGKIT_LAUNCH(cuda_kernels::batch_norm_eval_stats_kernel, cuda_detail::blocks_for(channels),
                   cuda_detail::threads_per_block, 0, cuda_detail::context().stream(),
-                  running_mean.data(), running_var.data(), saved_mean.data(),
-                  saved_inv_std.data(), channels, params.eps);
+                  running_mean.data(), running_var.data(), saved_mean.data(), saved_inv_std.data(),
+                  channels, params.eps);
   }
 }
 
@@ -169,17 +169,17 @@ void batch_norm_backward(const batch_norm_params& params, const tensor<float, cu
     if (dx)
       SEGKIT_LAUNCH(cuda_kernels::batch_norm_eval_input_grad_kernel,
                     cuda_detail::blocks_for(x.numel()), cuda_detail::threads_per_block, 0, stream,
-                    dy.data(), gamma.data(), saved_inv_std.data(), dx->data(), x.numel(),
-                    channels, plane);
+                    dy.data(), gamma.data(), saved_inv_std.data(), dx->data(), x.numel(), channels,
+                    plane);
     return;
   }
   // cuDNN writes dx, dgamma and dbeta together: the unwanted ones go to scratch, one block.
   const size_t scratch_x = dx ? 0 : static_cast<size_t>(x.numel());
   const size_t scratch_c = static_cast<size_t>(channels) * ((dgamma ? 0 : 1) + (dbeta ? 0 : 1));
-  float* scratch = (scratch_x + scratch_c) == 0
-                       ? nullptr
-                       : cuda_detail::context().workspace().reserve_elements<float>(scratch_x +
-                                                                                    scratch_c);
+  float* scratch =
+      (scratch_x + scratch_c) == 0
+          ? nullptr
+          : cuda_detail::context().workspace().reserve_elements<float>(scratch_x + scratch_c);
   float* next = scratch;
   auto take = [&next](size_t count) {
     float* p = next;
@@ -196,12 +196,11 @@ void batch_norm_backward(const batch_norm_params& params, const tensor<float, cu
   // anyway (no reading of stale memory where it is cheap to avoid).
   const float* data_beta = dx ? &one : &zero;
   cuda_detail::check_cudnn(
-      cudnnBatchNormalizationBackward(cuda_detail::context().cudnn(), CUDNN_BATCHNORM_SPATIAL,
-                                      &one, data_beta, &one, &one, desc.data.get(),
-                                      x.data(), desc.data.get(), dy.data(), desc.data.get(),
-                                      grad_x, desc.channel.get(), gamma.data(), grad_gamma,
-                                      grad_beta, double(params.eps), saved_mean.data(),
-                                      saved_inv_std.data()),
+      cudnnBatchNormalizationBackward(cuda_detail::context().cudnn(), CUDNN_BATCHNORM_SPATIAL, &one,
+                                      data_beta, &one, &one, desc.data.get(), x.data(),
+                                      desc.data.get(), dy.data(), desc.data.get(), grad_x,
+                                      desc.channel.get(), gamma.data(), grad_gamma, grad_beta,
+                                      double(params.eps), saved_mean.data(), saved_inv_std.data()),
       "cudnnBatchNormalizationBackward");
 }
 

@@ -50,8 +50,8 @@ __global__ void avg_pool2d_backward_kernel(const float* dy, float* dx, math::poo
   }
 }
 
-__global__ void adaptive_avg_pool2d_forward_kernel(const float* x, float* y,
-                                                   math::pool_geometry g, int64_t count) {
+__global__ void adaptive_avg_pool2d_forward_kernel(const float* x, float* y, math::pool_geometry g,
+                                                   int64_t count) {
   SEGKIT_POOL_LOOP(count) {
     const int64_t ow = i % g.out_w, oh = (i / g.out_w) % g.out_h, p = i / (g.out_w * g.out_h);
     y[i] = math::adaptive_avg_pool_bin(x + p * g.in_h * g.in_w, g, oh, ow);
@@ -70,11 +70,11 @@ __global__ void adaptive_avg_pool2d_backward_kernel(const float* dy, float* dx,
 
 }  // namespace cuda_kernels
 
-#define SEGKIT_POOL_LAUNCH(kernel, count, ...)                                              \
-  do {                                                                                      \
-    if ((count) > 0)                                                                        \
-      SEGKIT_LAUNCH(kernel, cuda_detail::blocks_for(count), cuda_detail::threads_per_block, \
-                    0, nullptr, __VA_ARGS__, count);                                        \
+#define SEGKIT_POOL_LAUNCH(kernel, count, ...)                                                 \
+  do {                                                                                         \
+    if ((count) > 0)                                                                           \
+      SEGKIT_LAUNCH(kernel, cuda_detail::blocks_for(count), cuda_detail::threads_per_block, 0, \
+                    nullptr, __VA_ARGS__, count);                                              \
   } while (0)
 
 void max_pool2d_forward(const pool2d_params& params, const tensor<float, cuda>& x,
@@ -92,8 +92,8 @@ void max_pool2d_backward(const pool2d_params& params, const tensor<int32_t, cuda
                                       "output gradient");
   require_same_shape("max_pool2d_backward", "output gradient", dy.shape(), "argmax",
                      argmax.shape());
-  SEGKIT_POOL_LAUNCH(cuda_kernels::max_pool2d_backward_kernel, dx.numel(), argmax.data(),
-                     dy.data(), dx.data(), g);
+  SEGKIT_POOL_LAUNCH(cuda_kernels::max_pool2d_backward_kernel, dx.numel(), argmax.data(), dy.data(),
+                     dx.data(), g);
 }
 
 void avg_pool2d_forward(const pool2d_params& params, const tensor<float, cuda>& x,
@@ -106,8 +106,7 @@ void avg_pool2d_backward(const pool2d_params& params, const tensor<float, cuda>&
                          tensor<float, cuda>& dx) {
   const auto g = detail::check_pool2d("avg_pool2d_backward", params, dx.shape(), dy.shape(),
                                       "output gradient");
-  SEGKIT_POOL_LAUNCH(cuda_kernels::avg_pool2d_backward_kernel, dx.numel(), dy.data(), dx.data(),
-                     g);
+  SEGKIT_POOL_LAUNCH(cuda_kernels::avg_pool2d_backward_kernel, dx.numel(), dy.data(), dx.data(), g);
 }
 
 void adaptive_avg_pool2d_forward(const tensor<float, cuda>& x, tensor<float, cuda>& y) {

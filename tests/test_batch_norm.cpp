@@ -150,7 +150,7 @@ TEST_CASE("batch_norm: statistics stay accurate for a large offset and many valu
   auto x = testing::random_tensor(extent, rng, -1.f, 1.f);
   for (int64_t i = 0; i < x.numel(); ++i) x[i] = 1000.f + x[i] * 0.01f;
   host_tensor<float> gamma({2}), beta({2}), rm = host_tensor<float>::zeros({2}), rv({2}), y(extent),
-      mean({2}), inv_std({2});
+                                            mean({2}), inv_std({2});
   gamma.fill(1.f);
   beta.fill(0.f);
   rv.fill(1.f);
@@ -176,8 +176,8 @@ TEST_CASE("batch_norm: backward skips gradients that are not wanted and adds int
     params.training = training;
     bn_state state = random_state(3, 11);
     host_tensor<float> y(extent), mean({3}), inv_std({3});
-    ops::batch_norm_forward(params, x, gamma, beta, state.running_mean, state.running_var, y,
-                            mean, inv_std);
+    ops::batch_norm_forward(params, x, gamma, beta, state.running_mean, state.running_var, y, mean,
+                            inv_std);
     auto dx_all = host_tensor<float>::zeros(extent), dg_all = host_tensor<float>::zeros({3}),
          db_all = host_tensor<float>::zeros({3});
     ops::batch_norm_backward(params, x, gamma, mean, inv_std, dy, &dx_all, &dg_all, &db_all);
@@ -221,9 +221,9 @@ TEST_CASE("batch_norm: bad inputs are rejected with the shapes and values named"
   b.fill(0.f);
   m.fill(0.f);
   v.fill(1.f);
-  CHECK_THROWS_WITH(ops::batch_norm_forward(params, one, a, b, m, v, one_y, sm, si),
-                    Catch::Contains("more than 1 value per channel") &&
-                        Catch::Contains("[1, 3, 1, 1]"));
+  CHECK_THROWS_WITH(
+      ops::batch_norm_forward(params, one, a, b, m, v, one_y, sm, si),
+      Catch::Contains("more than 1 value per channel") && Catch::Contains("[1, 3, 1, 1]"));
   CHECK_THROWS_AS(ops::batch_norm_forward(params, one, a, b, m, v, one_y, sm, si), value_error);
   params.training = false;
   CHECK_NOTHROW(ops::batch_norm_forward(params, one, a, b, m, v, one_y, sm, si));
@@ -263,11 +263,13 @@ TEST_CASE("batch_norm: matches PyTorch's nn.BatchNorm2d (tests/golden/batch_norm
     testing::require_all_close(rv, file.get<float>(k + ".running_var_after"), 1e-5f, 1e-4f,
                                k + ": running_var");
     auto dx = host_tensor<float>::zeros(x.shape());
-    auto dgamma = host_tensor<float>::zeros(gamma.shape()), dbeta = host_tensor<float>::zeros(gamma.shape());
+    auto dgamma = host_tensor<float>::zeros(gamma.shape()),
+         dbeta = host_tensor<float>::zeros(gamma.shape());
     ops::batch_norm_backward(params, x, gamma, mean, inv_std, file.get<float>(k + ".dy"), &dx,
                              &dgamma, &dbeta);
     testing::require_all_close(dx, file.get<float>(k + ".dx"), 1e-4f, 1e-3f, k + ": dx");
-    testing::require_all_close(dgamma, file.get<float>(k + ".dgamma"), 1e-4f, 1e-4f, k + ": dgamma");
+    testing::require_all_close(dgamma, file.get<float>(k + ".dgamma"), 1e-4f, 1e-4f,
+                               k + ": dgamma");
     testing::require_all_close(dbeta, file.get<float>(k + ".dbeta"), 1e-4f, 1e-4f, k + ": dbeta");
     ++cases;
   }

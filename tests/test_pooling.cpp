@@ -50,8 +50,7 @@ struct naive_window {
   int64_t h0, h1, w0, w1;  // clipped to the input
   int64_t padded_count;    // clipped to the padded input
 };
-naive_window window_of(const pool2d_params& p, int64_t in_h, int64_t in_w, int64_t oh,
-                       int64_t ow) {
+naive_window window_of(const pool2d_params& p, int64_t in_h, int64_t in_w, int64_t oh, int64_t ow) {
   const int64_t hs = oh * p.stride_h - p.pad_h, ws = ow * p.stride_w - p.pad_w;
   const int64_t he = std::min(hs + p.kernel_h, in_h + p.pad_h);
   const int64_t we = std::min(ws + p.kernel_w, in_w + p.pad_w);
@@ -155,9 +154,8 @@ testing::op_case avg_case(const pool2d_params& p, const shape& extent, unsigned 
     return testing::tensors{y};
   };
   test.backward = [p](const testing::tensors&, const testing::tensors&,
-                      const testing::tensors& dout, testing::tensors& din) {
-    ops::avg_pool2d_backward(p, dout[0], din[0]);
-  };
+                      const testing::tensors& dout,
+                      testing::tensors& din) { ops::avg_pool2d_backward(p, dout[0], din[0]); };
   return test;
 }
 
@@ -172,10 +170,8 @@ testing::op_case adaptive_case(const shape& extent, int64_t oh, int64_t ow, unsi
     ops::adaptive_avg_pool2d_forward(in[0], y);
     return testing::tensors{y};
   };
-  test.backward = [](const testing::tensors&, const testing::tensors&,
-                     const testing::tensors& dout, testing::tensors& din) {
-    ops::adaptive_avg_pool2d_backward(dout[0], din[0]);
-  };
+  test.backward = [](const testing::tensors&, const testing::tensors&, const testing::tensors& dout,
+                     testing::tensors& din) { ops::adaptive_avg_pool2d_backward(dout[0], din[0]); };
   return test;
 }
 
@@ -323,9 +319,14 @@ TEST_CASE("adaptive_avg_pool2d: bins, values and gradients against a naive refer
   CHECK(ops::math::adaptive_start(1, 2, 3) == 0);
   CHECK(ops::math::adaptive_end(1, 2, 3) == 2);
   unsigned seed = 400;
-  for (const auto& sizes : std::vector<std::array<int64_t, 4>>{
-           {7, 5, 3, 2}, {5, 5, 7, 9}, {6, 4, 1, 1}, {4, 6, 4, 6}, {13, 11, 6, 3}, {1, 1, 3, 2},
-           {10, 3, 3, 10}, {2, 9, 5, 4}}) {
+  for (const auto& sizes : std::vector<std::array<int64_t, 4>>{{7, 5, 3, 2},
+                                                               {5, 5, 7, 9},
+                                                               {6, 4, 1, 1},
+                                                               {4, 6, 4, 6},
+                                                               {13, 11, 6, 3},
+                                                               {1, 1, 3, 2},
+                                                               {10, 3, 3, 10},
+                                                               {2, 9, 5, 4}}) {
     const shape extent{2, 2, sizes[0], sizes[1]}, out{2, 2, sizes[2], sizes[3]};
     INFO(extent.to_string() << " -> " << out.to_string());
     std::mt19937 rng(seed++);
@@ -343,9 +344,9 @@ TEST_CASE("adaptive_avg_pool2d: bins, values and gradients against a naive refer
 
 TEST_CASE("pooling: bad inputs are rejected with the values named") {
   host_tensor<float> x({1, 2, 6, 6}), y({1, 2, 3, 3});
-  CHECK_THROWS_WITH(ops::max_pool2d_forward(pool(2, 2, 2, 2, 2, 0), x, y, nullptr),
-                    Catch::Contains("padding") && Catch::Contains("2x0") &&
-                        Catch::Contains("kernel 2x2"));
+  CHECK_THROWS_WITH(
+      ops::max_pool2d_forward(pool(2, 2, 2, 2, 2, 0), x, y, nullptr),
+      Catch::Contains("padding") && Catch::Contains("2x0") && Catch::Contains("kernel 2x2"));
   CHECK_THROWS_AS(ops::avg_pool2d_forward(pool(0, 2, 2, 2, 0, 0), x, y), value_error);
   CHECK_THROWS_WITH(ops::avg_pool2d_forward(pool(2, 2, 0, 2, 0, 0), x, y),
                     Catch::Contains("stride") && Catch::Contains("0x2"));

@@ -63,8 +63,7 @@ SEGKIT_HOST_DEVICE float batch_norm_input_grad(float dy, float xhat, float scale
 
 // Exponential running average as PyTorch and cuDNN: r = (1 - m) r + m s.
 SEGKIT_HOST_DEVICE float running_average(float running, double batch, float momentum) {
-  return static_cast<float>((1.0 - double(momentum)) * double(running) +
-                            double(momentum) * batch);
+  return static_cast<float>((1.0 - double(momentum)) * double(running) + double(momentum) * batch);
 }
 
 }  // namespace math
@@ -79,8 +78,8 @@ void check_batch_norm_channels(const char* op, const shape& x, const char* what,
 
 inline void check_batch_norm_params(const char* op, const batch_norm_params& params,
                                     const shape& x) {
-  require<value_error>(params.eps > 0.f && std::isfinite(params.eps), op, ": eps is ",
-                       params.eps, ", expected a finite value > 0");
+  require<value_error>(params.eps > 0.f && std::isfinite(params.eps), op, ": eps is ", params.eps,
+                       ", expected a finite value > 0");
   require<value_error>(params.momentum >= 0.f && params.momentum <= 1.f, op, ": momentum is ",
                        params.momentum, ", expected a value in [0, 1]");
   if (params.training)
@@ -93,8 +92,7 @@ inline void check_batch_norm_params(const char* op, const batch_norm_params& par
 
 template <class Device>
 void check_batch_norm_forward(const batch_norm_params& params, const tensor<float, Device>& x,
-                              const tensor<float, Device>& gamma,
-                              const tensor<float, Device>& beta,
+                              const tensor<float, Device>& gamma, const tensor<float, Device>& beta,
                               const tensor<float, Device>& running_mean,
                               const tensor<float, Device>& running_var,
                               const tensor<float, Device>& y,
@@ -160,8 +158,8 @@ inline void batch_norm_forward(const batch_norm_params& params, const tensor<flo
                                tensor<float, cpu>& running_mean, tensor<float, cpu>& running_var,
                                tensor<float, cpu>& y, tensor<float, cpu>& saved_mean,
                                tensor<float, cpu>& saved_inv_std) {
-  detail::check_batch_norm_forward(params, x, gamma, beta, running_mean, running_var, y,
-                                   saved_mean, saved_inv_std);
+  detail::check_batch_norm_forward(params, x, gamma, beta, running_mean, running_var, y, saved_mean,
+                                   saved_inv_std);
   const int64_t batch = x.size(0), channels = x.size(1), plane = x.size(2) * x.size(3);
   const float* in = x.data();
   float* out = y.data();
@@ -176,8 +174,7 @@ inline void batch_norm_forward(const batch_norm_params& params, const tensor<flo
         mean = static_cast<float>(batch_mean);
         inv_std = static_cast<float>(1.0 / std::sqrt(variance + double(params.eps)));
         running_mean[c] = math::running_average(running_mean[c], batch_mean, params.momentum);
-        running_var[c] =
-            math::running_average(running_var[c], m2 / (count - 1.0), params.momentum);
+        running_var[c] = math::running_average(running_var[c], m2 / (count - 1.0), params.momentum);
       } else {
         mean = running_mean[c];
         inv_std = static_cast<float>(1.0 / std::sqrt(double(running_var[c]) + double(params.eps)));
@@ -188,7 +185,8 @@ inline void batch_norm_forward(const batch_norm_params& params, const tensor<flo
       for (int64_t n = 0; n < batch; ++n) {
         const float* p = in + (n * channels + c) * plane;
         float* q = out + (n * channels + c) * plane;
-        for (int64_t i = 0; i < plane; ++i) q[i] = math::batch_norm_apply(p[i], mean, inv_std, g, b);
+        for (int64_t i = 0; i < plane; ++i)
+          q[i] = math::batch_norm_apply(p[i], mean, inv_std, g, b);
       }
     }
   });

@@ -49,8 +49,8 @@ SEGKIT_HOST_DEVICE int64_t floor_div(int64_t a, int64_t b) {
 }
 
 // PyTorch's pooling_output_shape with dilation 1.
-SEGKIT_HOST_DEVICE int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride,
-                                            int64_t pad, bool ceil_mode) {
+SEGKIT_HOST_DEVICE int64_t pool_output_size(int64_t in, int64_t kernel, int64_t stride, int64_t pad,
+                                            bool ceil_mode) {
   int64_t out = floor_div(in + 2 * pad - kernel + (ceil_mode ? stride - 1 : 0), stride) + 1;
   if (ceil_mode && (out - 1) * stride >= in + pad) --out;
   return out;
@@ -170,17 +170,15 @@ SEGKIT_HOST_DEVICE float adaptive_avg_pool_bin(const float* plane, const pool_ge
   return sum / static_cast<float>((h1 - h0) * (w1 - w0));
 }
 
-SEGKIT_HOST_DEVICE float adaptive_avg_pool_input_grad(const float* dy_plane,
-                                                      const pool_geometry& g, int64_t h,
-                                                      int64_t w) {
+SEGKIT_HOST_DEVICE float adaptive_avg_pool_input_grad(const float* dy_plane, const pool_geometry& g,
+                                                      int64_t h, int64_t w) {
   const int64_t oh0 = adaptive_start(h, g.out_h, g.in_h), oh1 = adaptive_end(h, g.out_h, g.in_h);
   const int64_t ow0 = adaptive_start(w, g.out_w, g.in_w), ow1 = adaptive_end(w, g.out_w, g.in_w);
   float sum = 0.f;
   for (int64_t oh = oh0; oh < oh1; ++oh) {
     const int64_t bin_h = adaptive_end(oh, g.in_h, g.out_h) - adaptive_start(oh, g.in_h, g.out_h);
     for (int64_t ow = ow0; ow < ow1; ++ow) {
-      const int64_t bin_w =
-          adaptive_end(ow, g.in_w, g.out_w) - adaptive_start(ow, g.in_w, g.out_w);
+      const int64_t bin_w = adaptive_end(ow, g.in_w, g.out_w) - adaptive_start(ow, g.in_w, g.out_w);
       sum += dy_plane[oh * g.out_w + ow] / static_cast<float>(bin_h * bin_w);
     }
   }
@@ -199,8 +197,8 @@ inline void check_pool2d_params(const char* op, const pool2d_params& p) {
   require<value_error>(p.pad_h >= 0 && p.pad_w >= 0, op, ": padding is ", p.pad_h, "x", p.pad_w,
                        ", expected both >= 0");
   require<value_error>(p.pad_h <= p.kernel_h / 2 && p.pad_w <= p.kernel_w / 2, op,
-                       ": padding should be at most half of the kernel size, got padding ",
-                       p.pad_h, "x", p.pad_w, " for kernel ", p.kernel_h, "x", p.kernel_w);
+                       ": padding should be at most half of the kernel size, got padding ", p.pad_h,
+                       "x", p.pad_w, " for kernel ", p.kernel_h, "x", p.kernel_w);
 }
 
 inline void check_pool_input(const char* op, const shape& x) {
@@ -213,9 +211,8 @@ inline void check_pool_input(const char* op, const shape& x) {
 
 inline math::pool_geometry pool_geometry_of(const pool2d_params& p, const shape& x,
                                             const shape& y) {
-  return {x[2],       x[3],       y[2],       y[3],    p.kernel_h,
-          p.kernel_w, p.stride_h, p.stride_w, p.pad_h, p.pad_w,
-          p.count_include_pad};
+  return {x[2],       x[3],       y[2],    y[3],    p.kernel_h,         p.kernel_w,
+          p.stride_h, p.stride_w, p.pad_h, p.pad_w, p.count_include_pad};
 }
 
 // Runs body(plane_index, h, w) over planes in parallel, rows and columns inside.
@@ -251,8 +248,8 @@ inline math::pool_geometry check_pool2d(const char* op, const pool2d_params& p, 
                                         const shape& y, const char* what_y) {
   check_pool_input(op, x);
   const shape expected = pool2d_output_shape(p, x);
-  require<shape_error>(y == expected, op, ": ", what_y, " has shape ", y.to_string(),
-                       ", expected ", expected.to_string(), " for input shape ", x.to_string());
+  require<shape_error>(y == expected, op, ": ", what_y, " has shape ", y.to_string(), ", expected ",
+                       expected.to_string(), " for input shape ", x.to_string());
   return pool_geometry_of(p, x, y);
 }
 inline math::pool_geometry check_adaptive(const char* op, const shape& x, const shape& y,
@@ -270,17 +267,18 @@ inline math::pool_geometry check_adaptive(const char* op, const shape& x, const 
 inline void max_pool2d_forward(const pool2d_params& params, const tensor<float, cpu>& x,
                                tensor<float, cpu>& y, tensor<int32_t, cpu>* argmax) {
   const auto g = detail::check_pool2d("max_pool2d_forward", params, x.shape(), y.shape(), "output");
-  if (argmax) require_same_shape("max_pool2d_forward", "output", y.shape(), "argmax", argmax->shape());
+  if (argmax)
+    require_same_shape("max_pool2d_forward", "output", y.shape(), "argmax", argmax->shape());
   const float* in = x.data();
   float* out = y.data();
   int32_t* index = argmax ? argmax->data() : nullptr;
-  detail::for_each_plane_element(x.size(0) * x.size(1), g.out_h, g.out_w,
-                                 [&](int64_t p, int64_t oh, int64_t ow) {
-    const int64_t o = (p * g.out_h + oh) * g.out_w + ow;
-    int32_t at;
-    out[o] = math::max_pool_window(in + p * g.in_h * g.in_w, g, oh, ow, at);
-    if (index) index[o] = at;
-  });
+  detail::for_each_plane_element(
+      x.size(0) * x.size(1), g.out_h, g.out_w, [&](int64_t p, int64_t oh, int64_t ow) {
+        const int64_t o = (p * g.out_h + oh) * g.out_w + ow;
+        int32_t at;
+        out[o] = math::max_pool_window(in + p * g.in_h * g.in_w, g, oh, ow, at);
+        if (index) index[o] = at;
+      });
 }
 
 // dx[argmax] += dy; argmax from max_pool2d_forward with the same params and input shape.
@@ -288,16 +286,17 @@ inline void max_pool2d_backward(const pool2d_params& params, const tensor<int32_
                                 const tensor<float, cpu>& dy, tensor<float, cpu>& dx) {
   const auto g = detail::check_pool2d("max_pool2d_backward", params, dx.shape(), dy.shape(),
                                       "output gradient");
-  require_same_shape("max_pool2d_backward", "output gradient", dy.shape(), "argmax", argmax.shape());
+  require_same_shape("max_pool2d_backward", "output gradient", dy.shape(), "argmax",
+                     argmax.shape());
   const float* grad_out = dy.data();
   const int32_t* index = argmax.data();
   float* grad_in = dx.data();
-  detail::for_each_plane_element(dx.size(0) * dx.size(1), g.in_h, g.in_w,
-                                 [&](int64_t p, int64_t h, int64_t w) {
-    const int64_t out_plane = p * g.out_h * g.out_w;
-    grad_in[(p * g.in_h + h) * g.in_w + w] +=
-        math::max_pool_input_grad(grad_out + out_plane, index + out_plane, g, h, w);
-  });
+  detail::for_each_plane_element(
+      dx.size(0) * dx.size(1), g.in_h, g.in_w, [&](int64_t p, int64_t h, int64_t w) {
+        const int64_t out_plane = p * g.out_h * g.out_w;
+        grad_in[(p * g.in_h + h) * g.in_w + w] +=
+            math::max_pool_input_grad(grad_out + out_plane, index + out_plane, g, h, w);
+      });
 }
 
 inline void avg_pool2d_forward(const pool2d_params& params, const tensor<float, cpu>& x,
@@ -307,9 +306,9 @@ inline void avg_pool2d_forward(const pool2d_params& params, const tensor<float, 
   float* out = y.data();
   detail::for_each_plane_element(x.size(0) * x.size(1), g.out_h, g.out_w,
                                  [&](int64_t p, int64_t oh, int64_t ow) {
-    out[(p * g.out_h + oh) * g.out_w + ow] =
-        math::avg_pool_window(in + p * g.in_h * g.in_w, g, oh, ow);
-  });
+                                   out[(p * g.out_h + oh) * g.out_w + ow] =
+                                       math::avg_pool_window(in + p * g.in_h * g.in_w, g, oh, ow);
+                                 });
 }
 
 inline void avg_pool2d_backward(const pool2d_params& params, const tensor<float, cpu>& dy,
@@ -318,23 +317,24 @@ inline void avg_pool2d_backward(const pool2d_params& params, const tensor<float,
                                       "output gradient");
   const float* grad_out = dy.data();
   float* grad_in = dx.data();
-  detail::for_each_plane_element(dx.size(0) * dx.size(1), g.in_h, g.in_w,
-                                 [&](int64_t p, int64_t h, int64_t w) {
-    grad_in[(p * g.in_h + h) * g.in_w + w] +=
-        math::avg_pool_input_grad(grad_out + p * g.out_h * g.out_w, g, h, w);
-  });
+  detail::for_each_plane_element(
+      dx.size(0) * dx.size(1), g.in_h, g.in_w, [&](int64_t p, int64_t h, int64_t w) {
+        grad_in[(p * g.in_h + h) * g.in_w + w] +=
+            math::avg_pool_input_grad(grad_out + p * g.out_h * g.out_w, g, h, w);
+      });
 }
 
 // The output size is y's [H, W]; it may be larger than the input's.
 inline void adaptive_avg_pool2d_forward(const tensor<float, cpu>& x, tensor<float, cpu>& y) {
-  const auto g = detail::check_adaptive("adaptive_avg_pool2d_forward", x.shape(), y.shape(), "output");
+  const auto g =
+      detail::check_adaptive("adaptive_avg_pool2d_forward", x.shape(), y.shape(), "output");
   const float* in = x.data();
   float* out = y.data();
-  detail::for_each_plane_element(x.size(0) * x.size(1), g.out_h, g.out_w,
-                                 [&](int64_t p, int64_t oh, int64_t ow) {
-    out[(p * g.out_h + oh) * g.out_w + ow] =
-        math::adaptive_avg_pool_bin(in + p * g.in_h * g.in_w, g, oh, ow);
-  });
+  detail::for_each_plane_element(
+      x.size(0) * x.size(1), g.out_h, g.out_w, [&](int64_t p, int64_t oh, int64_t ow) {
+        out[(p * g.out_h + oh) * g.out_w + ow] =
+            math::adaptive_avg_pool_bin(in + p * g.in_h * g.in_w, g, oh, ow);
+      });
 }
 
 inline void adaptive_avg_pool2d_backward(const tensor<float, cpu>& dy, tensor<float, cpu>& dx) {
@@ -342,11 +342,11 @@ inline void adaptive_avg_pool2d_backward(const tensor<float, cpu>& dy, tensor<fl
                                         "output gradient");
   const float* grad_out = dy.data();
   float* grad_in = dx.data();
-  detail::for_each_plane_element(dx.size(0) * dx.size(1), g.in_h, g.in_w,
-                                 [&](int64_t p, int64_t h, int64_t w) {
-    grad_in[(p * g.in_h + h) * g.in_w + w] +=
-        math::adaptive_avg_pool_input_grad(grad_out + p * g.out_h * g.out_w, g, h, w);
-  });
+  detail::for_each_plane_element(
+      dx.size(0) * dx.size(1), g.in_h, g.in_w, [&](int64_t p, int64_t h, int64_t w) {
+        grad_in[(p * g.in_h + h) * g.in_w + w] +=
+            math::adaptive_avg_pool_input_grad(grad_out + p * g.out_h * g.out_w, g, h, w);
+      });
 }
 
 #ifdef SEGKIT_WITH_CUDA
