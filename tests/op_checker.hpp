@@ -137,8 +137,10 @@ inline void require_all_close(const host_tensor<float>& actual, const host_tenso
   int64_t worst = -1;
   double worst_ratio = 0;
   for (int64_t i = 0; i < actual.numel(); ++i) {
-    const double ratio = std::abs(double(actual[i]) - double(expected[i])) /
-                         (atol + rtol * std::abs(double(expected[i])));
+    const double difference = std::abs(double(actual[i]) - double(expected[i]));
+    // Equal values pass even with zero tolerances (0 / 0 would be NaN).
+    const double ratio =
+        difference == 0 ? 0 : difference / (atol + rtol * std::abs(double(expected[i])));
     if (!(ratio <= worst_ratio)) {  // also catches NaN
       worst_ratio = ratio;
       worst = i;
