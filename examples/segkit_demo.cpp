@@ -319,8 +319,8 @@ int main(int argc, char** argv) {
 
   std::printf("\n  loss %.4f -> %.4f, pixel accuracy %.1f%% -> %.1f%% (chance %.1f%%)\n", first_loss,
               last_loss, 100 * first_accuracy, 100 * last_accuracy, 100.0 / class_count);
-  std::printf("  %d steps in %.2f s: %.1f ms per step, %.1f images/s; %lld tensor allocations "
-              "during training (buffers planned at setup)\n\n",
+  std::printf("  %d steps in %.2f s: %.1f ms per step, %.1f images/s; %lld allocations after "
+              "the first step (buffers planned at setup)\n\n",
               steps, total, 1e3 * total / steps, steps * double(batch) / total, step_allocations);
   std::printf("  time per op over the run (forward and backward):\n");
   std::vector<std::pair<double, std::string>> rows;
