@@ -1,6 +1,7 @@
 // kernels/softmax.cuh — CUDA path of ops/softmax.hpp. Contiguous rows (axis last): one block
 // per row, max and sum by warp shuffles. Strided rows (inner > 1, e.g. channels of NCHW): one
-// thread per row with the online normaliser, so adjacent threads read adjacent addresses.
+// thread per row running the CPU's math::softmax_row, so adjacent threads read adjacent
+// addresses.
 // The per-element math is math::softmax_value / softmax_gradient, as on the CPU.
 #pragma once
 #include "launch.cuh"
@@ -46,11 +47,10 @@ __global__ void softmax_strided_kernel(const float* x, float* y, int64_t outer, 
                                        int64_t inner) {
   for (int64_t column = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; column < outer * inner;
        column += int64_t(gridDim.x) * blockDim.x) {
+    // The CPU's two-pass row (max, then sum): the online normaliser would give NaN for a row
+    // that starts with -inf (exp(-inf - -inf)), where the CPU gives the right answer.
     const int64_t base = column / inner * n * inner + column % inner;
-    float m = -INFINITY, s = 0.f;
-    for (int64_t k = 0; k < n; ++k) math::softmax_accumulate(m, s, x[base + k * inner]);
-    for (int64_t k = 0; k < n; ++k)
-      y[base + k * inner] = math::softmax_value<Log>(x[base + k * inner], m, s);
+    math::softmax_row<Log>(x + base, y + base, n, inner);
   }
 }
 
