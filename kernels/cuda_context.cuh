@@ -26,15 +26,18 @@ inline void check_cudnn(cudnnStatus_t status, const char* what) {
 class cuda_context {
  public:
   cuda_context() {
-    check_cublas(cublasCreate(&cublas_), "cublasCreate");
-    check_cudnn(cudnnCreate(&cudnn_), "cudnnCreate");
-    check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
-    check_cudnn(cudnnSetStream(cudnn_, stream_), "cudnnSetStream");
+    // A throwing constructor runs no destructor: release whatever was created before rethrowing.
+    try {
+      check_cublas(cublasCreate(&cublas_), "cublasCreate");
+      check_cudnn(cudnnCreate(&cudnn_), "cudnnCreate");
+      check_cublas(cublasSetStream(cublas_, stream_), "cublasSetStream");
+      check_cudnn(cudnnSetStream(cudnn_, stream_), "cudnnSetStream");
+    } catch (...) {
+      release();
+      throw;
+    }
   }
-  ~cuda_context() {
-    cudnnDestroy(cudnn_);
-    cublasDestroy(cublas_);
-  }
+  ~cuda_context() { release(); }
   cuda_context(const cuda_context&) = delete;
   cuda_context& operator=(const cuda_context&) = delete;
 
@@ -44,6 +47,13 @@ class cuda_context {
   segkit::workspace<segkit::cuda>& workspace() { return segkit::default_workspace<segkit::cuda>(); }
 
  private:
+  void release() {
+    if (cudnn_) cudnnDestroy(cudnn_);
+    if (cublas_) cublasDestroy(cublas_);
+    cudnn_ = nullptr;
+    cublas_ = nullptr;
+  }
+
   cublasHandle_t cublas_ = nullptr;
   cudnnHandle_t cudnn_ = nullptr;
   cudaStream_t stream_ = nullptr;  // the legacy default stream: ordered with cudaMemcpy
