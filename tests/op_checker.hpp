@@ -144,6 +144,7 @@ inline void require_all_close(const host_tensor<float>& actual, const host_tenso
     if (!(ratio <= worst_ratio)) {  // also catches NaN
       worst_ratio = ratio;
       worst = i;
+      if (std::isnan(ratio)) break;  // else the next element's finite ratio would replace it
     }
   }
   if (worst >= 0 && !(worst_ratio <= 1.0)) {
