@@ -55,7 +55,8 @@ struct scratch_dir {
   std::string file(const std::string& name) const { return (path / name).string(); }
   std::vector<std::string> entries() const {
     std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path)) names.push_back(e.path().filename().string());
+    for (const auto& e : fs::directory_iterator(path))
+      names.push_back(e.path().filename().string());
     std::sort(names.begin(), names.end());
     return names;
   }
@@ -91,15 +92,16 @@ TEST_CASE("safetensors: round trip of every element type, metadata and names") {
   // The dtypes segkit tensors do not hold travel as raw bytes.
   const std::vector<std::pair<dtype, std::vector<uint8_t>>> raw = {
       {dtype::f64, {0, 0, 0, 0, 0, 0, 0xF0, 0x3F}},  // 1.0
-      {dtype::f16, {0x00, 0x3C}},                     // 1.0
-      {dtype::bf16, {0x80, 0x3F}},                    // 1.0
+      {dtype::f16, {0x00, 0x3C}},                    // 1.0
+      {dtype::bf16, {0x80, 0x3F}},                   // 1.0
       {dtype::i8, {0x80}},
       {dtype::boolean, {1}},
   };
   for (const auto& [type, bytes] : raw)
     file.set_raw(std::string("raw.") + safetensors_name(type), type, {1}, bytes);
   file.metadata()["plain"] = "value";
-  file.metadata()["escapes"] = "quote\" backslash\\ newline\n tab\t nul" + std::string(1, '\0') + " \x01";
+  file.metadata()["escapes"] =
+      "quote\" backslash\\ newline\n tab\t nul" + std::string(1, '\0') + " \x01";
   file.metadata()["utf8"] = "caf\xC3\xA9 \xF0\x9D\x9B\xBC";
 
   const std::vector<uint8_t> bytes = file.serialize();
@@ -196,9 +198,9 @@ TEST_CASE("safetensors: reads the file PyTorch's reference writer produced") {
   CHECK(file.metadata().at("text") == "caf\xC3\xA9 \xE2\x82\xAC \xF0\x9D\x9B\xBC \"q\"\\");
 
   CHECK_THROWS_AS(file.get<int32_t>("a.f32"), dtype_error);
-  CHECK_THROWS_WITH(file.get<float>("missing"),
-                    Catch::Contains(path) && Catch::Contains("missing") &&
-                        Catch::Contains("a.f32, b.i32"));
+  CHECK_THROWS_WITH(file.get<float>("missing"), Catch::Contains(path) &&
+                                                    Catch::Contains("missing") &&
+                                                    Catch::Contains("a.f32, b.i32"));
   CHECK_THROWS_AS(file.get<float>("missing"), io_error);
   CHECK_THROWS_WITH(tensor_file::load(path + ".nope"),
                     Catch::Contains(path + ".nope") && Catch::Contains("cannot open"));
@@ -247,7 +249,8 @@ TEST_CASE("safetensors: malformed headers are rejected with a message naming the
   };
   const std::vector<bad_case> cases = {
       {entry(R"("dtype":"F33","shape":[2,3],"data_offsets":[0,24])"), "F33", data},
-      {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,20])"), "do not match shape [2, 3]", data},
+      {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,20])"), "do not match shape [2, 3]",
+       data},
       {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,28])"), "run past", data},
       {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[24,0])"), "end before begin", data},
       {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,24,48])"), "expected 2", data},
@@ -261,11 +264,14 @@ TEST_CASE("safetensors: malformed headers are rejected with a message naming the
        "more elements than int64", data},
       {entry(R"("dtype":"U8","shape":[2305843009213693952,2],"data_offsets":[0,24])"),
        "do not match", data},
-      {entry(R"("dtype":"F32","shape":[99999999999999999999],"data_offsets":[0,24])"), "too large", data},
+      {entry(R"("dtype":"F32","shape":[99999999999999999999],"data_offsets":[0,24])"), "too large",
+       data},
       {entry(R"("dtype":"F32","shape":[2,3])"), "lacks \"data_offsets\"", data},
       {entry(R"("shape":[2,3],"data_offsets":[0,24])"), "lacks \"dtype\"", data},
-      {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,24],"extra":1)"), "unknown field", data},
-      {entry(R"("dtype":"F32","dtype":"F32","shape":[2,3],"data_offsets":[0,24])"), "duplicate key", data},
+      {entry(R"("dtype":"F32","shape":[2,3],"data_offsets":[0,24],"extra":1)"), "unknown field",
+       data},
+      {entry(R"("dtype":"F32","dtype":"F32","shape":[2,3],"data_offsets":[0,24])"), "duplicate key",
+       data},
       {entry(R"("dtype":F32,"shape":[2,3],"data_offsets":[0,24])"), "expected '\"'", data},
       {entry(good + ","), "expected '\"'", data},
       {R"({"w":{)" + good + R"(},"w":{)" + good + "}}", "duplicate key \"w\"", data},
@@ -387,13 +393,16 @@ TEST_CASE("safetensors: 2000 seeded mutations parse or throw segkit::error, neve
     for (int m = 0; m < mutations && !bytes.empty(); ++m) {
       // Mostly hit the header, where the parser works.
       const size_t header_end = std::min<size_t>(bytes.size(), 8 + bytes[0] + 256 * bytes[1]);
-      const size_t at = (rng() % 4 ? rng() % std::max<size_t>(1, header_end) : rng() % bytes.size());
+      const size_t at =
+          (rng() % 4 ? rng() % std::max<size_t>(1, header_end) : rng() % bytes.size());
       switch (rng() % 7) {
         case 0: bytes[at] ^= uint8_t(1u << (rng() % 8)); break;
         case 1: bytes[at] = uint8_t(rng()); break;
         case 2: bytes[at] = uint8_t(specials[rng() % specials.size()]); break;
         case 3: bytes.resize(at); break;
-        case 4: bytes.insert(bytes.begin() + long(at), uint8_t(specials[rng() % specials.size()])); break;
+        case 4:
+          bytes.insert(bytes.begin() + long(at), uint8_t(specials[rng() % specials.size()]));
+          break;
         case 5: bytes.erase(bytes.begin() + long(at)); break;
         case 6: bytes[rng() % std::min<size_t>(8, bytes.size())] = uint8_t(rng()); break;
       }

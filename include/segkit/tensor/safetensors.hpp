@@ -3,7 +3,7 @@
 // JSON {name: {"dtype", "shape", "data_offsets": [begin, end]}, "__metadata__": {str: str}},
 // then the raw little-endian tensor data, offsets relative to the first byte after the header.
 // Provides: segkit::tensor_file (load/parse, save/serialize, get<T>/get_float/set<T>/set_raw,
-// metadata).
+// metadata). The JSON reader and the byte-level helpers live in safetensors_json.hpp.
 // Requires: a little-endian host (checked at compile time where the compiler says, and at run
 // time in parse/serialize otherwise); POSIX for the fsync in save().
 // Guarantees:
@@ -39,6 +39,7 @@
 
 #include "dtype.hpp"
 #include "error.hpp"
+#include "safetensors_json.hpp"
 #include "shape.hpp"
 #include "tensor.hpp"
 
@@ -49,258 +50,6 @@ static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
 #endif
 
 namespace segkit {
-namespace safetensors_detail {
-
-// The Rust reference refuses headers over 100 MB; so do we, before allocating anything.
-constexpr uint64_t max_header_bytes = 100000000;
-
-inline bool host_is_little_endian() {
-  const uint16_t probe = 1;
-  unsigned char first = 0;
-  std::memcpy(&first, &probe, 1);
-  return first == 1;
-}
-
-inline bool valid_utf8(const char* text, size_t size) {
-  const auto* s = reinterpret_cast<const unsigned char*>(text);
-  size_t i = 0;
-  while (i < size) {
-    const unsigned c = s[i];
-    size_t extra = 0;
-    uint32_t code = 0, minimum = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      extra = 1, code = c & 0x1F, minimum = 0x80;
-    } else if ((c & 0xF0) == 0xE0) {
-      extra = 2, code = c & 0x0F, minimum = 0x800;
-    } else if ((c & 0xF8) == 0xF0) {
-      extra = 3, code = c & 0x07, minimum = 0x10000;
-    } else {
-      return false;
-    }
-    if (size - i <= extra) return false;
-    for (size_t k = 1; k <= extra; ++k) {
-      if ((s[i + k] & 0xC0) != 0x80) return false;
-      code = (code << 6) | (s[i + k] & 0x3F);
-    }
-    if (code < minimum || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
-    i += extra + 1;
-  }
-  return true;
-}
-
-inline void append_utf8(std::string& out, uint32_t code) {
-  if (code < 0x80) {
-    out += static_cast<char>(code);
-  } else if (code < 0x800) {
-    out += static_cast<char>(0xC0 | (code >> 6));
-    out += static_cast<char>(0x80 | (code & 0x3F));
-  } else if (code < 0x10000) {
-    out += static_cast<char>(0xE0 | (code >> 12));
-    out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (code & 0x3F));
-  } else {
-    out += static_cast<char>(0xF0 | (code >> 18));
-    out += static_cast<char>(0x80 | ((code >> 12) & 0x3F));
-    out += static_cast<char>(0x80 | ((code >> 6) & 0x3F));
-    out += static_cast<char>(0x80 | (code & 0x3F));
-  }
-}
-
-// A strict reader for the JSON subset safetensors headers use: objects, arrays of
-// non-negative integers, strings. Schema-driven, so nesting depth is fixed (no recursion a
-// hostile file could exhaust). Every failure is an io_error naming the file and the byte.
-class json_reader {
- public:
-  json_reader(const char* text, size_t size, const std::string& source)
-      : text_(text), size_(size), source_(source) {}
-
-  [[noreturn]] void fail(const std::string& what) const {
-    throw io_error(source_ + ": malformed safetensors header: " + what + " (at header byte " +
-                   std::to_string(pos_) + ")");
-  }
-  void skip_space() {
-    while (pos_ < size_ && (text_[pos_] == ' ' || text_[pos_] == '\t' || text_[pos_] == '\n' ||
-                            text_[pos_] == '\r'))
-      ++pos_;
-  }
-  bool consume(char c) {
-    skip_space();
-    if (pos_ < size_ && text_[pos_] == c) {
-      ++pos_;
-      return true;
-    }
-    return false;
-  }
-  void expect(char c, const char* context) {
-    if (!consume(c)) fail(std::string("expected '") + c + "' " + context);
-  }
-  bool at_end() {
-    skip_space();
-    return pos_ == size_;
-  }
-
-  std::string string(const char* context) {
-    expect('"', context);
-    std::string out;
-    for (;;) {
-      if (pos_ >= size_) fail("unterminated string");
-      const char c = text_[pos_++];
-      if (c == '"') return out;
-      if (static_cast<unsigned char>(c) < 0x20) fail("control character inside a string");
-      if (c != '\\') {
-        out += c;
-        continue;
-      }
-      if (pos_ >= size_) fail("unterminated escape");
-      const char e = text_[pos_++];
-      switch (e) {
-        case '"': out += '"'; break;
-        case '\\': out += '\\'; break;
-        case '/': out += '/'; break;
-        case 'b': out += '\b'; break;
-        case 'f': out += '\f'; break;
-        case 'n': out += '\n'; break;
-        case 'r': out += '\r'; break;
-        case 't': out += '\t'; break;
-        case 'u': {
-          uint32_t code = hex4();
-          if (code >= 0xDC00 && code <= 0xDFFF) fail("lone low surrogate in \\u escape");
-          if (code >= 0xD800 && code <= 0xDBFF) {
-            if (pos_ + 2 > size_ || text_[pos_] != '\\' || text_[pos_ + 1] != 'u')
-              fail("high surrogate not followed by a low surrogate");
-            pos_ += 2;
-            const uint32_t low = hex4();
-            if (low < 0xDC00 || low > 0xDFFF) fail("high surrogate not followed by a low surrogate");
-            code = 0x10000 + ((code - 0xD800) << 10) + (low - 0xDC00);
-          }
-          append_utf8(out, code);
-          break;
-        }
-        default: fail(std::string("invalid escape '\\") + e + "'");
-      }
-    }
-  }
-
-  // A JSON number that must be a non-negative integer fitting in `limit`.
-  uint64_t integer(const char* what, uint64_t limit) {
-    skip_space();
-    if (pos_ < size_ && text_[pos_] == '-') fail(std::string(what) + " is negative");
-    if (pos_ >= size_ || text_[pos_] < '0' || text_[pos_] > '9')
-      fail(std::string(what) + " is not a non-negative integer");
-    const size_t start = pos_;
-    uint64_t value = 0;
-    while (pos_ < size_ && text_[pos_] >= '0' && text_[pos_] <= '9') {
-      const auto digit = static_cast<uint64_t>(text_[pos_] - '0');
-      if (value > (limit - digit) / 10) fail(std::string(what) + " is too large");
-      value = value * 10 + digit;
-      ++pos_;
-    }
-    if (pos_ - start > 1 && text_[start] == '0') fail(std::string(what) + " has a leading zero");
-    if (pos_ < size_ && (text_[pos_] == '.' || text_[pos_] == 'e' || text_[pos_] == 'E'))
-      fail(std::string(what) + " is not an integer");
-    return value;
-  }
-
-  std::vector<uint64_t> integer_array(const char* what, uint64_t limit) {
-    expect('[', (std::string("to open ") + what).c_str());
-    std::vector<uint64_t> values;
-    if (consume(']')) return values;
-    do {
-      if (values.size() > 64) fail(std::string(what) + " has too many entries");
-      values.push_back(integer(what, limit));
-    } while (consume(','));
-    expect(']', (std::string("to close ") + what).c_str());
-    return values;
-  }
-
-  // Calls member(key) for each member, positioned at its value; rejects duplicate keys.
-  template <class Member>
-  void object(const char* context, Member&& member) {
-    expect('{', context);
-    if (consume('}')) return;
-    std::set<std::string> seen;
-    do {
-      std::string key = string("to open a key");
-      if (!seen.insert(key).second) fail("duplicate key \"" + key + "\"");
-      expect(':', "after a key");
-      member(key);
-    } while (consume(','));
-    expect('}', "or ',' between members");
-  }
-
- private:
-  uint32_t hex4() {
-    if (size_ - pos_ < 4) fail("truncated \\u escape");
-    uint32_t code = 0;
-    for (int k = 0; k < 4; ++k) {
-      const char h = text_[pos_++];
-      code <<= 4;
-      if (h >= '0' && h <= '9') code |= static_cast<uint32_t>(h - '0');
-      else if (h >= 'a' && h <= 'f') code |= static_cast<uint32_t>(h - 'a' + 10);
-      else if (h >= 'A' && h <= 'F') code |= static_cast<uint32_t>(h - 'A' + 10);
-      else fail("bad hex digit in \\u escape");
-    }
-    return code;
-  }
-
-  const char* text_;
-  size_t size_;
-  size_t pos_ = 0;
-  const std::string& source_;
-};
-
-inline void append_json_string(std::string& out, const std::string& text) {
-  static const char* hex = "0123456789abcdef";
-  out += '"';
-  for (const char c : text) {
-    const auto u = static_cast<unsigned char>(c);
-    if (c == '"') out += "\\\"";
-    else if (c == '\\') out += "\\\\";
-    else if (u < 0x20) out += std::string("\\u00") + hex[u >> 4] + hex[u & 15];
-    else out += c;
-  }
-  out += '"';
-}
-
-inline float half_to_float(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  uint32_t exponent = (h >> 10) & 0x1Fu, mantissa = h & 0x3FFu, bits;
-  if (exponent == 0) {
-    if (mantissa == 0) {
-      bits = sign;
-    } else {  // subnormal half: normalise into a float
-      exponent = 127 - 15 + 1;
-      while (!(mantissa & 0x400u)) mantissa <<= 1, --exponent;
-      bits = sign | (exponent << 23) | ((mantissa & 0x3FFu) << 13);
-    }
-  } else if (exponent == 31) {
-    bits = sign | 0x7F800000u | (mantissa << 13);
-  } else {
-    bits = sign | ((exponent + 127 - 15) << 23) | (mantissa << 13);
-  }
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
-
-inline float bfloat16_to_float(uint16_t h) {
-  const uint32_t bits = static_cast<uint32_t>(h) << 16;
-  float value;
-  std::memcpy(&value, &bits, 4);
-  return value;
-}
-
-inline unsigned long next_temp_counter() {
-  static std::atomic<unsigned long> counter{0};
-  return counter++;
-}
-
-inline std::string errno_text() { return std::strerror(errno); }
-
-}  // namespace safetensors_detail
 
 class tensor_file {
  public:
@@ -331,9 +80,8 @@ class tensor_file {
     for (int k = 7; k >= 0; --k) header_length = (header_length << 8) | bytes[size_t(k)];
     require<io_error>(header_length <= safetensors_detail::max_header_bytes, src,
                       ": header length ", header_length, " exceeds the 100 MB limit");
-    require<io_error>(header_length <= bytes.size() - 8, src, ": header length ",
-                      header_length, " runs past the end of the ", bytes.size(),
-                      "-byte file (truncated?)");
+    require<io_error>(header_length <= bytes.size() - 8, src, ": header length ", header_length,
+                      " runs past the end of the ", bytes.size(), "-byte file (truncated?)");
     require<io_error>(header_length >= 2, src, ": header length ", header_length,
                       " is too short for a JSON object");
     const char* text = reinterpret_cast<const char*>(bytes.data() + 8);
@@ -380,8 +128,8 @@ class tensor_file {
 
     for (const auto& entry : raw) {
       const uint8_t* first = bytes.data() + data_begin + entry.begin;
-      result.tensors_[entry.name] = {entry.type, entry.extent,
-                                     std::vector<uint8_t>(first, first + (entry.end - entry.begin))};
+      result.tensors_[entry.name] = {
+          entry.type, entry.extent, std::vector<uint8_t>(first, first + (entry.end - entry.begin))};
     }
     return result;
   }
@@ -426,7 +174,8 @@ class tensor_file {
 
     std::vector<uint8_t> out;
     out.reserve(8 + header.size() + static_cast<size_t>(offset));
-    for (int k = 0; k < 8; ++k) out.push_back(static_cast<uint8_t>(uint64_t(header.size()) >> (8 * k)));
+    for (int k = 0; k < 8; ++k)
+      out.push_back(static_cast<uint8_t>(uint64_t(header.size()) >> (8 * k)));
     out.insert(out.end(), header.begin(), header.end());
     for (const auto& named : tensors_)
       out.insert(out.end(), named.second.bytes.begin(), named.second.bytes.end());
@@ -437,8 +186,8 @@ class tensor_file {
   void save(const std::string& path) const {
     const std::vector<uint8_t> bytes = serialize();
 #ifdef SEGKIT_SAFETENSORS_POSIX
-    const std::string temp = path + ".tmp-" + std::to_string(static_cast<long>(::getpid())) +
-                             "-" + std::to_string(safetensors_detail::next_temp_counter());
+    const std::string temp = path + ".tmp-" + std::to_string(static_cast<long>(::getpid())) + "-" +
+                             std::to_string(safetensors_detail::next_temp_counter());
     const int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_TRUNC, 0644);
     if (fd < 0)
       throw io_error(path + ": cannot create temporary file " + temp + ": " +
@@ -466,11 +215,12 @@ class tensor_file {
       throw io_error(path + ": close failed: " + reason + "; the old file is unchanged");
     }
 #else
-    const std::string temp = path + ".tmp-" + std::to_string(safetensors_detail::next_temp_counter());
+    const std::string temp =
+        path + ".tmp-" + std::to_string(safetensors_detail::next_temp_counter());
     std::FILE* file = std::fopen(temp.c_str(), "wb");
     if (!file) throw io_error(path + ": cannot create temporary file " + temp);
-    const bool ok = std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size() &&
-                    std::fflush(file) == 0;
+    const bool ok =
+        std::fwrite(bytes.data(), 1, bytes.size(), file) == bytes.size() && std::fflush(file) == 0;
     if (std::fclose(file) != 0 || !ok) {
       std::remove(temp.c_str());
       throw io_error(path + ": writing failed; the old file is unchanged");
@@ -485,35 +235,51 @@ class tensor_file {
   }
 
   // ---- access ---------------------------------------------------------------------------
-  bool contains(const std::string& name) const { return tensors_.count(name) != 0; }
-  size_t size() const { return tensors_.size(); }
+  bool contains(const std::string& name) const {
+    return tensors_.count(name) != 0;
+  }
+  size_t size() const {
+    return tensors_.size();
+  }
   std::vector<std::string> names() const {
     std::vector<std::string> result;
     for (const auto& named : tensors_) result.push_back(named.first);
     return result;
   }
-  dtype type_of(const std::string& name) const { return find(name).type; }
-  segkit::shape shape_of(const std::string& name) const { return find(name).extent; }
+  dtype type_of(const std::string& name) const {
+    return find(name).type;
+  }
+  segkit::shape shape_of(const std::string& name) const {
+    return find(name).extent;
+  }
   // The raw little-endian bytes of a tensor.
-  const std::vector<uint8_t>& raw_bytes(const std::string& name) const { return find(name).bytes; }
+  const std::vector<uint8_t>& raw_bytes(const std::string& name) const {
+    return find(name).bytes;
+  }
   // Where this file came from ("<memory>" if built in memory), for error messages.
-  const std::string& source() const { return source_; }
+  const std::string& source() const {
+    return source_;
+  }
 
-  std::map<std::string, std::string>& metadata() { return metadata_; }
-  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  std::map<std::string, std::string>& metadata() {
+    return metadata_;
+  }
+  const std::map<std::string, std::string>& metadata() const {
+    return metadata_;
+  }
 
   // T = float, int32_t, uint8_t, int64_t; the stored dtype must be exactly T's.
   template <class T>
   host_tensor<T> get(const std::string& name) const {
-    static_assert(is_tensor_element<T>, "tensor_file::get<T>: T is float, int32_t, uint8_t or int64_t");
+    static_assert(is_tensor_element<T>,
+                  "tensor_file::get<T>: T is float, int32_t, uint8_t or int64_t");
     const entry& found = find(name);
-    require<dtype_error>(found.type == dtype_of<T>::value, source_, ": tensor \"", name,
-                         "\" is stored as ", safetensors_name(found.type), ", requested ",
-                         safetensors_name(dtype_of<T>::value),
-                         (found.type == dtype::f64 || found.type == dtype::f16 ||
-                          found.type == dtype::bf16)
-                             ? " (use get_float to convert)"
-                             : "");
+    require<dtype_error>(
+        found.type == dtype_of<T>::value, source_, ": tensor \"", name, "\" is stored as ",
+        safetensors_name(found.type), ", requested ", safetensors_name(dtype_of<T>::value),
+        (found.type == dtype::f64 || found.type == dtype::f16 || found.type == dtype::bf16)
+            ? " (use get_float to convert)"
+            : "");
     host_tensor<T> result(found.extent);
     if (!found.bytes.empty()) std::memcpy(result.data(), found.bytes.data(), found.bytes.size());
     return result;
@@ -556,7 +322,8 @@ class tensor_file {
   // Stores a copy of `value` under `name` (replacing any tensor of that name).
   template <class T>
   void set(const std::string& name, const host_tensor<T>& value) {
-    static_assert(is_tensor_element<T>, "tensor_file::set<T>: T is float, int32_t, uint8_t or int64_t");
+    static_assert(is_tensor_element<T>,
+                  "tensor_file::set<T>: T is float, int32_t, uint8_t or int64_t");
     const auto* first = reinterpret_cast<const uint8_t*>(value.data());
     set_raw(name, dtype_of<T>::value, value.shape(),
             std::vector<uint8_t>(first, first + value.bytes()));
@@ -565,8 +332,9 @@ class tensor_file {
   // Stores raw little-endian bytes of any safetensors dtype (F16, BF16, BOOL, ...).
   void set_raw(const std::string& name, dtype type, const segkit::shape& extent,
                std::vector<uint8_t> bytes) {
-    require<value_error>(name != "__metadata__", "tensor_file::set: the name \"__metadata__\" "
-                                                 "is reserved for the file's metadata");
+    require<value_error>(name != "__metadata__",
+                         "tensor_file::set: the name \"__metadata__\" "
+                         "is reserved for the file's metadata");
     require<value_error>(extent.rank() >= 1, "tensor_file::set: tensor \"", name,
                          "\" has no shape");
     const uint64_t expected = static_cast<uint64_t>(extent.numel()) * element_size(type);
@@ -576,7 +344,9 @@ class tensor_file {
     tensors_[name] = {type, extent, std::move(bytes)};
   }
 
-  void erase(const std::string& name) { tensors_.erase(name); }
+  void erase(const std::string& name) {
+    tensors_.erase(name);
+  }
 
  private:
   struct entry {
@@ -598,8 +368,8 @@ class tensor_file {
       listing += (shown++ ? ", " : "") + named.first;
     }
     throw io_error(source_ + ": no tensor named \"" + name + "\"; the file holds " +
-                   std::to_string(tensors_.size()) + " tensors: " +
-                   (listing.empty() ? "(none)" : listing));
+                   std::to_string(tensors_.size()) +
+                   " tensors: " + (listing.empty() ? "(none)" : listing));
   }
 
   static void require_utf8(const std::string& text, const std::string& what) {
@@ -616,24 +386,26 @@ class tensor_file {
 
   // One tensor's entry, checked against the data section's size.
   static parsed_info parse_info(safetensors_detail::json_reader& json, const std::string& name,
-                         uint64_t data_size, const std::string& src) {
+                                uint64_t data_size, const std::string& src) {
     std::string type_name;
     std::vector<uint64_t> dims, offsets;
     bool has_type = false, has_shape = false, has_offsets = false;
-    json.object(("to open the entry of tensor \"" + name + "\"").c_str(),
-                [&](const std::string& field) {
-                  if (field == "dtype") {
-                    type_name = json.string("for dtype"), has_type = true;
-                  } else if (field == "shape") {
-                    dims = json.integer_array("a shape entry", uint64_t(INT64_MAX)), has_shape = true;
-                  } else if (field == "data_offsets") {
-                    offsets = json.integer_array("a data offset", UINT64_MAX), has_offsets = true;
-                  } else {
-                    json.fail("tensor \"" + name + "\" has unknown field \"" + field + "\"");
-                  }
-                });
-    require<io_error>(has_type && has_shape && has_offsets, src, ": tensor \"", name,
-                      "\" lacks ", !has_type ? "\"dtype\"" : !has_shape ? "\"shape\"" : "\"data_offsets\"");
+    json.object(
+        ("to open the entry of tensor \"" + name + "\"").c_str(), [&](const std::string& field) {
+          if (field == "dtype") {
+            type_name = json.string("for dtype"), has_type = true;
+          } else if (field == "shape") {
+            dims = json.integer_array("a shape entry", uint64_t(INT64_MAX)), has_shape = true;
+          } else if (field == "data_offsets") {
+            offsets = json.integer_array("a data offset", UINT64_MAX), has_offsets = true;
+          } else {
+            json.fail("tensor \"" + name + "\" has unknown field \"" + field + "\"");
+          }
+        });
+    require<io_error>(has_type && has_shape && has_offsets, src, ": tensor \"", name, "\" lacks ",
+                      !has_type    ? "\"dtype\""
+                      : !has_shape ? "\"shape\""
+                                   : "\"data_offsets\"");
     dtype type{};
     try {
       type = dtype_from_safetensors_name(type_name);
@@ -649,8 +421,10 @@ class tensor_file {
     bool overflow = false;
     for (size_t k = 0; k < dims.size(); ++k) {
       shape_text += (k ? ", " : "") + std::to_string(dims[k]);
-      if (dims[k] != 0 && count > uint64_t(INT64_MAX) / dims[k]) overflow = true;
-      else count *= dims[k];
+      if (dims[k] != 0 && count > uint64_t(INT64_MAX) / dims[k])
+        overflow = true;
+      else
+        count *= dims[k];
     }
     shape_text += "]";
     if (dims.empty()) dims.push_back(1);  // a rank-0 scalar becomes shape [1]
