@@ -41,6 +41,11 @@ TEST_CASE("cuda elementwise: add, multiply, scale, add_into match the cpu") {
     ops::scale(a, 0.75f, scaled);
     ops::scale(a_d, 0.75f, scaled_d);
     testing::require_all_close(to<cpu>(scaled_d), scaled, 1e-6f, 1e-6f, "scale");
+    auto dscaled = testing::random_tensor(sa, rng), gx = testing::random_tensor(sa, rng);
+    auto dscaled_d = to<cuda>(dscaled), gx_d = to<cuda>(gx);
+    ops::scale_backward(0.75f, dscaled, gx);
+    ops::scale_backward(0.75f, dscaled_d, gx_d);
+    testing::require_all_close(to<cpu>(gx_d), gx, 1e-6f, 1e-6f, "scale_backward (added)");
     auto dst = testing::random_tensor(out_shape, rng);
     auto dst_d = to<cuda>(dst);
     ops::add_into(dst, b);
