@@ -197,3 +197,38 @@ TEST_CASE("matmul: bad shapes name both shapes") {
   CHECK_THROWS_WITH(ops::matmul_backward({}, a, b2, dc, &bad_da, nullptr),
                     Catch::Contains("[3, 2]") && Catch::Contains("[2, 3]"));
 }
+
+TEST_CASE("gemm: large products crossing every tile and block edge (packed AVX-512 path)") {
+  // 12x32 register tiles, 256-deep slices, 240-row and 4096-column blocks: sizes straddle them.
+  std::mt19937 rng(23);
+  struct dims {
+    int64_t m, n, k;
+  };
+  for (const dims d : {dims{50, 70, 300}, dims{241, 33, 513}, dims{13, 4099, 17}, dims{1, 64, 100}, dims{40, 300, 120}}) {
+    for (bool ta : {false, true})
+      for (bool tb : {false, true})
+        for (float beta : {0.f, 0.5f}) {
+          INFO("m=" << d.m << " n=" << d.n << " k=" << d.k << " ta=" << ta << " tb=" << tb
+                    << " beta=" << beta);
+          const int64_t lda = (ta ? d.m : d.k) + 1, ldb = (tb ? d.k : d.n) + 3, ldc = d.n + 2;
+          auto a = testing::random_tensor({(ta ? d.k : d.m) * lda}, rng);
+          auto b = testing::random_tensor({(tb ? d.n : d.k) * ldb}, rng);
+          auto c = testing::random_tensor({d.m * ldc}, rng);
+          if (beta == 0.f) c.fill(std::numeric_limits<float>::quiet_NaN());
+          auto expected = c.clone();
+          naive_gemm(ta, tb, d.m, d.n, d.k, 0.75f, a.data(), lda, b.data(), ldb, beta,
+                     expected.data(), ldc);
+          ops::gemm(cpu{}, ta, tb, d.m, d.n, d.k, 0.75f, a.data(), lda, b.data(), ldb, beta,
+                    c.data(), ldc);
+          for (int64_t i = 0; i < d.m; ++i)
+            for (int64_t j = 0; j < d.n; ++j) {
+              const float got = c[i * ldc + j], want = expected[i * ldc + j];
+              if (!(std::abs(got - want) <= 1e-3f + 1e-4f * std::abs(want))) {
+                FAIL("element " << i << "," << j << " is " << got << ", expected " << want);
+              }
+            }
+          if (beta != 0.f)  // padding columns untouched
+            for (int64_t i = 0; i < d.m; ++i) REQUIRE(c[i * ldc + d.n] == expected[i * ldc + d.n]);
+        }
+  }
+}

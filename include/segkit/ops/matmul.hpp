@@ -30,6 +30,7 @@
 #else
 #include <Eigen/Core>
 #endif
+#include "segkit/ops/gemm_kernel.hpp"
 #endif
 
 namespace segkit::ops {
@@ -87,6 +88,12 @@ inline void gemm(cpu, bool transpose_a, bool transpose_b, int64_t m, int64_t n, 
       cm *= beta;
     return;
   }
+#ifdef SEGKIT_HAVE_AVX512_GEMM
+  if (double(m) * double(n) * double(k) >= 4096.0) {  // tiny products: Eigen, no packing
+    gemm_kernel::gemm(transpose_a, transpose_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#endif
   using detail::const_row_map;
   const const_row_map am(a, transpose_a ? k : m, transpose_a ? m : k, Eigen::OuterStride<>(lda));
   const const_row_map bm(b, transpose_b ? n : k, transpose_b ? k : n, Eigen::OuterStride<>(ldb));

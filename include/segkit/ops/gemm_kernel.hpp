@@ -1,0 +1,167 @@
+// segkit/ops/gemm_kernel.hpp — segkit's own packed FP32 GEMM for AVX-512 CPUs, used by
+// ops::gemm (matmul.hpp) for all but tiny products when compiled with AVX-512 (-march=native
+// on such a machine); elsewhere ops::gemm uses Eigen.
+// Why: Eigen 3.4's AVX-512 GEMM uses a 48x4 register tile (12 accumulators) and reaches about
+// a third of the FP32 peak; the 12x32 tile here keeps 24 accumulators in zmm registers and
+// broadcasts A from memory into each FMA, the layout BLIS and oneDNN use.
+// Structure (BLIS): for each NC column block and KC depth slice, pack op(B) into 32-wide
+// panels, then for each MC row block pack op(A) into 12-tall panels and run the micro-kernel
+// over all (column panel, row panel) pairs. Threads own disjoint blocks of C (see gemm());
+// inside an enclosing parallel region it runs on the calling thread only.
+// Guarantees: BLAS semantics (beta == 0 never reads C), deterministic for a given thread
+// count, no allocation once the per-thread packing buffers have grown.
+#pragma once
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+#define SEGKIT_HAVE_AVX512_GEMM 1
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdint>
+
+#include "segkit/tensor/parallel.hpp"
+#include "segkit/tensor/workspace.hpp"
+
+namespace segkit::ops::gemm_kernel {
+
+constexpr int64_t mr = 12, nr = 32;        // register tile
+constexpr int64_t kc_max = 256;            // B micro-panel kc x 32 floats = 32 KiB: L1
+constexpr int64_t mc_max = 240;            // A block mc x kc = 240 KiB: L2
+constexpr int64_t nc_max = 4096;           // B block kc x nc = 4 MiB: L2/L3
+
+// C tile (rows x cols <= 12 x 32) = alpha * A_panel B_panel + beta * C (beta == 0: no read).
+inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
+                         float alpha, float beta, int64_t rows, int64_t cols) {
+  __m512 acc[mr][2];
+#pragma GCC unroll 12
+  for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int64_t p = 0; p < kc; ++p) {
+    const __m512 b0 = _mm512_load_ps(b + p * nr), b1 = _mm512_load_ps(b + p * nr + 16);
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; ++i) {
+      const __m512 av = _mm512_set1_ps(a[p * mr + i]);
+      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
+  const __mmask16 m1 =
+      static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1u);
+#pragma GCC unroll 12
+  for (int i = 0; i < mr; ++i) {
+    if (i >= rows) break;
+    float* row = c + i * ldc;
+    __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
+    if (beta != 0.f) {
+      r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), r0);
+      r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), r1);
+    }
+    _mm512_mask_storeu_ps(row, m0, r0);
+    _mm512_mask_storeu_ps(row + 16, m1, r1);
+  }
+}
+
+// Panels of op(A)[i0 .. i0+mc, p0 .. p0+kc]: panel q holds rows q*12.., k-major, zero-padded.
+inline void pack_a_panel(bool ta, const float* a, int64_t lda, int64_t i0, int64_t p0,
+                         int64_t mc, int64_t kc, int64_t q, float* out) {
+  const int64_t rows = std::min(mr, mc - q * mr);
+  float* dst = out + q * mr * kc;
+  for (int64_t p = 0; p < kc; ++p) {
+    for (int64_t i = 0; i < rows; ++i) {
+      const int64_t row = i0 + q * mr + i, col = p0 + p;
+      dst[p * mr + i] = ta ? a[col * lda + row] : a[row * lda + col];
+    }
+    for (int64_t i = rows; i < mr; ++i) dst[p * mr + i] = 0.f;
+  }
+}
+
+// Panels of op(B)[p0 .. p0+kc, j0 .. j0+nc]: panel q holds columns q*32.., zero-padded.
+inline void pack_b_panel(bool tb, const float* b, int64_t ldb, int64_t p0, int64_t j0,
+                         int64_t kc, int64_t nc, int64_t q, float* out) {
+  const int64_t cols = std::min(nr, nc - q * nr);
+  float* dst = out + q * nr * kc;
+  for (int64_t p = 0; p < kc; ++p) {
+    float* line = dst + p * nr;
+    if (!tb) {
+      const float* src = b + (p0 + p) * ldb + j0 + q * nr;
+      for (int64_t j = 0; j < cols; ++j) line[j] = src[j];
+    } else {
+      for (int64_t j = 0; j < cols; ++j) line[j] = b[(j0 + q * nr + j) * ldb + p0 + p];
+    }
+    for (int64_t j = cols; j < nr; ++j) line[j] = 0.f;
+  }
+}
+
+inline workspace<cpu>& packing_buffer() {
+  thread_local workspace<cpu> buffer;
+  return buffer;
+}
+
+// One thread's GEMM: C = alpha op(A) op(B) + beta C for m, n, k >= 1.
+inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                        float* c, int64_t ldc) {
+  const int64_t kc_full = std::min(k, kc_max), nc_full = std::min(n, nc_max);
+  const int64_t mc_full = std::min(m, mc_max);
+  const int64_t b_floats = ((nc_full + nr - 1) / nr) * nr * kc_full;
+  const int64_t a_floats = ((mc_full + mr - 1) / mr) * mr * kc_full;
+  float* packed_b = packing_buffer().reserve_elements<float>(size_t(a_floats + b_floats + 16));
+  packed_b = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed_b) + 63) & ~uintptr_t(63));
+  float* packed_a = packed_b + b_floats;  // b_floats is a multiple of 32: stays aligned
+  for (int64_t j0 = 0; j0 < n; j0 += nc_max) {
+    const int64_t nc = std::min(nc_max, n - j0), b_panels = (nc + nr - 1) / nr;
+    for (int64_t p0 = 0; p0 < k; p0 += kc_max) {
+      const int64_t kc = std::min(kc_max, k - p0);
+      const float beta_here = p0 == 0 ? beta : 1.f;
+      for (int64_t q = 0; q < b_panels; ++q) pack_b_panel(tb, b, ldb, p0, j0, kc, nc, q, packed_b);
+      for (int64_t i0 = 0; i0 < m; i0 += mc_max) {
+        const int64_t mc = std::min(mc_max, m - i0), a_panels = (mc + mr - 1) / mr;
+        for (int64_t q = 0; q < a_panels; ++q) pack_a_panel(ta, a, lda, i0, p0, mc, kc, q, packed_a);
+        for (int64_t jq = 0; jq < b_panels; ++jq)
+          for (int64_t iq = 0; iq < a_panels; ++iq)
+            micro_kernel(kc, packed_a + iq * mr * kc, packed_b + jq * nr * kc,
+                         c + (i0 + iq * mr) * ldc + j0 + jq * nr, ldc, alpha, beta_here,
+                         std::min(mr, mc - iq * mr), std::min(nr, nc - jq * nr));
+      }
+    }
+  }
+}
+
+// C = alpha op(A) op(B) + beta C for m, n, k >= 1. Threads split C into disjoint blocks of
+// whole tiles (columns when there are enough 32-wide panels, else rows) and each runs the
+// serial GEMM with its own packing buffers: no barrier but the final join, which matters on
+// a loaded machine where a barrier waits for a descheduled thread.
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  int64_t threads = 1;
+#ifdef _OPENMP
+  if (!omp_in_parallel() && double(m) * n * k >= 1e6) threads = num_threads();
+#endif
+  const int64_t col_panels = (n + nr - 1) / nr, row_panels = (m + mr - 1) / mr;
+  const bool split_columns = col_panels >= 4 * threads || col_panels >= row_panels;
+  threads = std::min(threads, split_columns ? col_panels : row_panels);
+  if (threads <= 1) {
+    gemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(static_cast<int>(threads))
+  {
+    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+    if (split_columns) {
+      const int64_t j0 = col_panels * t / count * nr, j1 = std::min(n, col_panels * (t + 1) / count * nr);
+      if (j1 > j0)
+        gemm_serial(ta, tb, m, j1 - j0, k, alpha, a, lda, tb ? b + j0 * ldb : b + j0, ldb, beta,
+                    c + j0, ldc);
+    } else {
+      const int64_t i0 = row_panels * t / count * mr, i1 = std::min(m, row_panels * (t + 1) / count * mr);
+      if (i1 > i0)
+        gemm_serial(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta,
+                    c + i0 * ldc, ldc);
+    }
+  }
+#endif
+}
+
+}  // namespace segkit::ops::gemm_kernel
+#endif
