@@ -199,7 +199,7 @@ TEST_CASE("matmul: bad shapes name both shapes") {
 }
 
 TEST_CASE("gemm: large products crossing every tile and block edge (packed AVX-512 path)") {
-  // 12x32 register tiles, 256-deep slices, 240-row and 4096-column blocks: sizes straddle them.
+  // 12x32 register tiles, 256-deep slices, 240-row blocks, thread splits: sizes straddle them.
   std::mt19937 rng(23);
   struct dims {
     int64_t m, n, k;

@@ -4,9 +4,8 @@
 // Why: Eigen 3.4's AVX-512 GEMM uses a 48x4 register tile (12 accumulators) and reaches about
 // a third of the FP32 peak; the 12x32 tile here keeps 24 accumulators in zmm registers and
 // broadcasts A from memory into each FMA, the layout BLIS and oneDNN use.
-// Structure (BLIS): for each NC column block and KC depth slice, pack op(B) into 32-wide
-// panels, then for each MC row block pack op(A) into 12-tall panels and run the micro-kernel
-// over all (column panel, row panel) pairs. Threads own disjoint blocks of C (see gemm());
+// Structure: for each KC depth slice and MC row block, pack op(A) into 12-tall panels (L2),
+// then for each 32-wide column panel pack op(B) (L1) and run the micro-kernel down the rows. Threads own disjoint blocks of C (see gemm());
 // inside an enclosing parallel region it runs on the calling thread only.
 // Guarantees: BLAS semantics (beta == 0 never reads C), deterministic for a given thread
 // count, no allocation once the per-thread packing buffers have grown.
@@ -26,7 +25,7 @@ namespace segkit::ops::gemm_kernel {
 constexpr int64_t mr = 12, nr = 32;        // register tile
 constexpr int64_t kc_max = 256;            // B micro-panel kc x 32 floats = 32 KiB: L1
 constexpr int64_t mc_max = 240;            // A block mc x kc = 240 KiB: L2
-constexpr int64_t nc_max = 4096;           // B block kc x nc = 4 MiB: L2/L3
+constexpr int64_t nc_max = 8192;           // packed B slots kc x nc <= 8 MiB
 
 // C tile (rows x cols <= 12 x 32) = alpha * A_panel B_panel + beta * C (beta == 0: no read).
 inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
@@ -75,11 +74,11 @@ inline void pack_a_panel(bool ta, const float* a, int64_t lda, int64_t i0, int64
   }
 }
 
-// Panels of op(B)[p0 .. p0+kc, j0 .. j0+nc]: panel q holds columns q*32.., zero-padded.
+// Panel q of op(B)[p0 .. p0+kc, j0 .. j0+nc] (columns j0 + q*32 ..) into out, zero-padded.
 inline void pack_b_panel(bool tb, const float* b, int64_t ldb, int64_t p0, int64_t j0,
                          int64_t kc, int64_t nc, int64_t q, float* out) {
   const int64_t cols = std::min(nr, nc - q * nr);
-  float* dst = out + q * nr * kc;
+  float* dst = out;
   for (int64_t p = 0; p < kc; ++p) {
     float* line = dst + p * nr;
     if (!tb) {
@@ -97,12 +96,15 @@ inline workspace<cpu>& packing_buffer() {
   return buffer;
 }
 
-// One thread's GEMM: C = alpha op(A) op(B) + beta C for m, n, k >= 1.
+// One thread's GEMM: C = alpha op(A) op(B) + beta C for m, n, k >= 1. The A block (up to
+// 240 x 256) is packed once per depth slice and stays in L2. Each 256 x 32 B panel is packed
+// right before the first row block's micro-kernels use it (so they read it from L1) into a
+// slot that later row blocks reuse instead of packing it again.
 inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                         float* c, int64_t ldc) {
-  const int64_t kc_full = std::min(k, kc_max), nc_full = std::min(n, nc_max);
-  const int64_t mc_full = std::min(m, mc_max);
+  const int64_t kc_full = std::min(k, kc_max), mc_full = std::min(m, mc_max);
+  const int64_t nc_full = std::min(n, nc_max);
   const int64_t b_floats = ((nc_full + nr - 1) / nr) * nr * kc_full;
   const int64_t a_floats = ((mc_full + mr - 1) / mr) * mr * kc_full;
   float* packed_b = packing_buffer().reserve_elements<float>(size_t(a_floats + b_floats + 16));
@@ -113,15 +115,17 @@ inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
     for (int64_t p0 = 0; p0 < k; p0 += kc_max) {
       const int64_t kc = std::min(kc_max, k - p0);
       const float beta_here = p0 == 0 ? beta : 1.f;
-      for (int64_t q = 0; q < b_panels; ++q) pack_b_panel(tb, b, ldb, p0, j0, kc, nc, q, packed_b);
       for (int64_t i0 = 0; i0 < m; i0 += mc_max) {
         const int64_t mc = std::min(mc_max, m - i0), a_panels = (mc + mr - 1) / mr;
         for (int64_t q = 0; q < a_panels; ++q) pack_a_panel(ta, a, lda, i0, p0, mc, kc, q, packed_a);
-        for (int64_t jq = 0; jq < b_panels; ++jq)
+        for (int64_t jq = 0; jq < b_panels; ++jq) {
+          float* panel = packed_b + jq * nr * kc;
+          if (i0 == 0) pack_b_panel(tb, b, ldb, p0, j0, kc, nc, jq, panel);
           for (int64_t iq = 0; iq < a_panels; ++iq)
-            micro_kernel(kc, packed_a + iq * mr * kc, packed_b + jq * nr * kc,
+            micro_kernel(kc, packed_a + iq * mr * kc, panel,
                          c + (i0 + iq * mr) * ldc + j0 + jq * nr, ldc, alpha, beta_here,
                          std::min(mr, mc - iq * mr), std::min(nr, nc - jq * nr));
+        }
       }
     }
   }

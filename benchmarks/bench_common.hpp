@@ -1,0 +1,193 @@
+// benchmarks/bench_common.hpp — what every segkit benchmark reports its timings against:
+//   * the machine's FP32 peak, from vector width x FMA units x measured clock x cores;
+//   * a measured copy bandwidth, for memory-bound kernels;
+//   * a PyTorch baseline timed in the same run (benchmarks/torch_baseline.py via popen);
+//   * a reporter that records Google Benchmark's timings so main() can print a summary.
+// Assumptions are printed, never hidden: the FMA-unit count is assumed (2 per core on server
+// x86 with AVX-512, as on Skylake-SP Gold/Platinum and later), the clock is measured.
+#pragma once
+#include <benchmark/benchmark.h>
+
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "segkit/tensor/parallel.hpp"
+
+namespace segkit::bench {
+
+struct machine_peak {
+  int vector_floats = 1;  // floats per SIMD register used by FMA
+  int fma_units = 1;      // FMA pipes per core (assumed)
+  double mhz = 0;         // measured sustained clock
+  int cores = 1;          // segkit::num_threads()
+  double gflops() const { return 2.0 * vector_floats * fma_units * mhz * 1e-3 * cores; }
+};
+
+// A chain of dependent register-register integer adds retires one per cycle, so adds per
+// second is the clock. (Adds of an immediate would not do: recent Intel cores fold chains of
+// them at rename and run them faster than one per cycle.)
+inline double measure_mhz() {
+  // Many short attempts, keeping the fastest: on a shared machine some are preempted.
+  constexpr int64_t iterations = 2'000'000;
+  double best = 0;
+  for (int attempt = 0; attempt < 40; ++attempt) {
+    uint64_t value = 0, one = 1;
+    asm volatile("" : "+r"(one));
+    const auto start = std::chrono::steady_clock::now();
+    for (int64_t i = 0; i < iterations; ++i) {
+#if defined(__x86_64__)
+      asm volatile(
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
+          : "+r"(value)
+          : "r"(one));
+#else
+      value += 10;
+      asm volatile("" : "+r"(value));
+#endif
+    }
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 10.0 * double(iterations) / seconds * 1e-6);
+  }
+  return best;
+}
+
+inline machine_peak detect_peak(bool print = true) {
+  machine_peak peak;
+#if defined(__x86_64__) && defined(__GNUC__)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f")) {
+    peak.vector_floats = 16;
+    peak.fma_units = 2;
+  } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    peak.vector_floats = 8;
+    peak.fma_units = 2;
+  } else {
+    peak.vector_floats = 4;
+    peak.fma_units = 1;
+  }
+#endif
+  peak.mhz = measure_mhz();
+  peak.cores = num_threads();
+  if (print)
+    std::printf(
+        "machine: %d threads, %d floats/vector, %d FMA units/core (assumed: 2 on server x86 "
+        "with AVX-512/AVX2), measured clock %.0f MHz -> FP32 peak %.1f GFLOP/s\n",
+        peak.cores, peak.vector_floats, peak.fma_units, peak.mhz, peak.gflops());
+  return peak;
+}
+
+// Best-of-5 copy of a 256 MiB buffer; bytes read + bytes written per second, in GB/s.
+inline double measure_copy_gbps(size_t bytes = size_t(256) << 20) {
+  std::vector<char> source(bytes, 1), target(bytes, 0);
+  double best = 0;
+  const int64_t threads = num_threads();
+  for (int attempt = 0; attempt < 5; ++attempt) {
+    const auto start = std::chrono::steady_clock::now();
+    parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
+      for (int64_t t = first; t < last; ++t) {
+        const size_t begin = bytes * size_t(t) / size_t(threads);
+        const size_t end = bytes * size_t(t + 1) / size_t(threads);
+        std::memcpy(target.data() + begin, source.data() + begin, end - begin);
+      }
+    });
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    best = std::max(best, 2.0 * double(bytes) / seconds * 1e-9);
+  }
+  benchmark::DoNotOptimize(target.data());
+  return best;
+}
+
+// ---- the PyTorch baseline ------------------------------------------------------------------
+// The interpreter: $SEGKIT_PYTHON, else the first of python3 and /usr/bin/python3 that can
+// import torch (a pyenv or venv python3 first on PATH often cannot see Debian's python3-torch).
+inline const std::string& torch_python() {
+  static const std::string chosen = [] {
+    if (const char* env = std::getenv("SEGKIT_PYTHON")) return std::string(env);
+    for (const char* candidate : {"python3", "/usr/bin/python3"}) {
+      const std::string probe = std::string(candidate) + " -c 'import torch' >/dev/null 2>&1";
+      if (std::system(probe.c_str()) == 0) return std::string(candidate);
+    }
+    return std::string();
+  }();
+  return chosen;
+}
+
+struct torch_result {
+  double median_ms = 0;
+  std::string line;  // the JSON line, for the record
+};
+
+inline double json_number(const std::string& line, const std::string& key) {
+  const auto at = line.find("\"" + key + "\":");
+  if (at == std::string::npos) return -1;
+  return std::strtod(line.c_str() + at + key.size() + 3, nullptr);
+}
+
+// Runs torch_baseline.py <op> <args...> with torch threads = segkit::num_threads(); nullopt
+// (after printing why, once) when PyTorch is unavailable or the script fails.
+inline std::optional<torch_result> run_torch(const std::string& op, const std::string& args) {
+  static bool warned = false;
+  if (torch_python().empty()) {
+    if (!warned)
+      std::printf("PyTorch baseline: SKIPPED, python3-torch is not importable from python3 or "
+                  "/usr/bin/python3 (install with: apt-get install python3-torch, or set "
+                  "SEGKIT_PYTHON)\n");
+    warned = true;
+    return std::nullopt;
+  }
+  const std::string command = torch_python() + " " SEGKIT_BENCHMARK_DIR "/torch_baseline.py " +
+                              op + " " + args + " --threads " + std::to_string(num_threads());
+  FILE* pipe = popen(command.c_str(), "r");
+  if (!pipe) return std::nullopt;
+  std::string output;
+  char buffer[512];
+  while (std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
+  const int status = pclose(pipe);
+  torch_result result;
+  const auto brace = output.rfind('{');
+  if (status != 0 || brace == std::string::npos) {
+    std::printf("PyTorch baseline failed (%s): %s\n", command.c_str(), output.c_str());
+    return std::nullopt;
+  }
+  result.line = output.substr(brace);
+  while (!result.line.empty() && (result.line.back() == '\n' || result.line.back() == '\r'))
+    result.line.pop_back();
+  result.median_ms = json_number(result.line, "median_ms");
+  if (result.median_ms <= 0) return std::nullopt;
+  return result;
+}
+
+// ---- recording Google Benchmark's results ----------------------------------------------------
+class recording_reporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    benchmark::ConsoleReporter::ReportRuns(runs);
+    for (const auto& run : runs) {
+      if (run.error_occurred || run.run_type != Run::RT_Iteration) continue;
+      const double ms =
+          run.GetAdjustedRealTime() / benchmark::GetTimeUnitMultiplier(run.time_unit) * 1e3;
+      auto& best = milliseconds_[run.run_name.function_name];
+      best = best == 0 ? ms : std::min(best, ms);
+    }
+  }
+  // The per-iteration real time of the benchmark registered as `name`, in ms (0 if absent).
+  double ms(const std::string& name) const {
+    const auto found = milliseconds_.find(name);
+    return found == milliseconds_.end() ? 0 : found->second;
+  }
+
+ private:
+  std::map<std::string, double> milliseconds_;
+};
+
+}  // namespace segkit::bench

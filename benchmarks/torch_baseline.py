@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""PyTorch baselines for segkit's benchmarks, timed the way a PyTorch user writes the code.
+
+Usage:
+  torch_baseline.py matmul M N K [--threads T]
+  torch_baseline.py conv2d N C H W COUT KH KW STRIDE PAD DILATION GROUPS fwd|fwdbwd [--threads T]
+Prints one JSON line: {"op": ..., "median_ms": ..., "threads": ..., "mkldnn": ..., ...}.
+Warm-up runs first, then the median of timed repeats (each repeat long enough to time).
+"""
+import json
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def timed(fn, min_seconds=0.2, repeats=7):
+    start = time.perf_counter()
+    fn()  # warm-up (allocator, oneDNN primitive creation)
+    once = max(time.perf_counter() - start, 1e-6)
+    if once < 0.5:
+        for _ in range(2):
+            fn()
+    else:  # slow baselines (e.g. reference BLAS): fewer repeats keep the run short
+        repeats = 3
+    start = time.perf_counter()
+    fn()
+    once = max(time.perf_counter() - start, 1e-6)
+    inner = max(1, int(min_seconds / once / repeats))
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        samples.append((time.perf_counter() - start) / inner)
+    return statistics.median(samples) * 1e3
+
+
+def main(argv):
+    threads = None
+    if "--threads" in argv:
+        at = argv.index("--threads")
+        threads = int(argv[at + 1])
+        del argv[at:at + 2]
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    op, args = argv[0], [int(a) if a.lstrip("-").isdigit() else a for a in argv[1:]]
+    info = {"op": op, "args": argv[1:], "threads": torch.get_num_threads(),
+            "mkldnn": torch.backends.mkldnn.is_available(), "torch": torch.__version__}
+    with torch.no_grad() if op == "matmul" else torch.enable_grad():
+        if op == "matmul":
+            m, n, k = args[:3]
+            a, b = torch.randn(m, k), torch.randn(k, n)
+            info["median_ms"] = timed(lambda: torch.matmul(a, b))
+        elif op == "conv2d":
+            n, c, h, w, co, kh, kw, stride, pad, dil, groups, mode = args[:12]
+            x = torch.randn(n, c, h, w, requires_grad=(mode == "fwdbwd"))
+            weight = torch.randn(co, c // groups, kh, kw, requires_grad=(mode == "fwdbwd"))
+            bias = torch.randn(co)
+
+            def forward():
+                return F.conv2d(x, weight, bias, stride=stride, padding=pad, dilation=dil,
+                                groups=groups)
+
+            if mode == "fwd":
+                with torch.no_grad():
+                    info["median_ms"] = timed(forward)
+            else:
+                dy = torch.randn_like(forward())
+
+                def forward_backward():
+                    x.grad = None
+                    weight.grad = None
+                    forward().backward(dy)
+
+                info["median_ms"] = timed(forward_backward)
+        else:
+            raise SystemExit("unknown op " + op)
+    print(json.dumps(info))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
