@@ -1,8 +1,8 @@
 #include <cmath>
-#include <fstream>
 
 #include "op_checker.hpp"
 #include "segkit/ops/conv2d.hpp"
+#include "segkit/tensor/safetensors.hpp"
 
 using namespace segkit;
 
@@ -195,4 +195,38 @@ TEST_CASE("conv2d: bad inputs name the values and shapes") {
   CHECK_THROWS_WITH(ops::conv2d_backward(p, x, w_ok, dy, nullptr, &dw_wrong, nullptr),
                     Catch::Contains("[6, 4, 1, 1]") && Catch::Contains("[6, 4, 3, 3]"));
   CHECK(ops::conv2d_output_shape(p, x.shape(), w_ok.shape()) == shape{2, 6, 5, 5});
+}
+
+TEST_CASE("conv2d: PyTorch parity (tests/golden/conv2d.safetensors from gen_conv2d.py)") {
+  const auto file = tensor_file::load(SEGKIT_GOLDEN_DIR "/conv2d.safetensors");
+  int cases = 0;
+  for (const std::string& name : file.names()) {
+    if (name.size() < 2 || name.compare(name.size() - 2, 2, ".x") != 0) continue;
+    const std::string k = name.substr(0, name.size() - 2);
+    INFO("golden case " << k);
+    const auto prm = file.get<int32_t>(k + ".params");
+    REQUIRE(prm.numel() == 7);
+    ops::conv2d_params p;
+    p.stride_h = prm[0], p.stride_w = prm[1], p.pad_h = prm[2], p.pad_w = prm[3];
+    p.dilation_h = prm[4], p.dilation_w = prm[5], p.groups = prm[6];
+    const auto x = file.get<float>(k + ".x");
+    const auto w = file.get<float>(k + ".w");
+    const bool has_bias = file.contains(k + ".b");
+    host_tensor<float> b = has_bias ? file.get<float>(k + ".b") : host_tensor<float>();
+    const auto y_ref = file.get<float>(k + ".y");
+    REQUIRE(ops::conv2d_output_shape(p, x.shape(), w.shape()) == y_ref.shape());
+    host_tensor<float> y(y_ref.shape());
+    ops::conv2d_forward(p, x, w, has_bias ? &b : nullptr, y);
+    testing::require_all_close(y, y_ref, 1e-4f, 1e-4f, k + ": y");
+    const auto dy = file.get<float>(k + ".dy");
+    auto dx = host_tensor<float>::zeros(x.shape()), dw = host_tensor<float>::zeros(w.shape());
+    auto db = host_tensor<float>::zeros({w.size(0)});
+    ops::conv2d_backward(p, x, w, dy, &dx, &dw, has_bias ? &db : nullptr);
+    testing::require_all_close(dx, file.get<float>(k + ".dx"), 1e-4f, 1e-4f, k + ": dx");
+    testing::require_all_close(dw, file.get<float>(k + ".dw"), 1e-4f, 1e-4f, k + ": dw");
+    if (has_bias)
+      testing::require_all_close(db, file.get<float>(k + ".db"), 1e-4f, 1e-4f, k + ": db");
+    ++cases;
+  }
+  CHECK(cases == 7);
 }
