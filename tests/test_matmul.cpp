@@ -199,12 +199,13 @@ TEST_CASE("matmul: bad shapes name both shapes") {
 }
 
 TEST_CASE("gemm: large products crossing every tile and block edge (packed AVX-512 path)") {
-  // 12x32 register tiles, 256-deep slices, 240-row blocks, thread splits: sizes straddle them.
+  // 12x32 and 8x48 register tiles, 256-deep slices, 240-row blocks, thread splits: sizes
+  // straddle them (M = 40, 64, 16 take the 8x48 tiles).
   std::mt19937 rng(23);
   struct dims {
     int64_t m, n, k;
   };
-  for (const dims d : {dims{50, 70, 300}, dims{241, 33, 513}, dims{13, 4099, 17}, dims{1, 64, 100}, dims{40, 300, 120}}) {
+  for (const dims d : {dims{50, 70, 300}, dims{241, 33, 513}, dims{13, 4099, 17}, dims{1, 64, 100}, dims{40, 300, 120}, dims{64, 500, 33}, dims{16, 47, 260}}) {
     for (bool ta : {false, true})
       for (bool tb : {false, true})
         for (float beta : {0.f, 0.5f}) {

@@ -22,73 +22,92 @@
 
 namespace segkit::ops::gemm_kernel {
 
-constexpr int64_t mr = 12, nr = 32;        // register tile
-constexpr int64_t kc_max = 256;            // B micro-panel kc x 32 floats = 32 KiB: L1
+// Two register tiles, MR rows x NV 16-float vectors (MR * NV accumulators): 12x32 in general,
+// 8x48 when M is a multiple of 8 but not of 12 (64-channel convolutions: no padded rows).
+constexpr int64_t kc_max = 256;            // B micro-panel kc x (32 or 48) floats: L1
 constexpr int64_t mc_max = 240;            // A block mc x kc = 240 KiB: L2
 constexpr int64_t nc_max = 8192;           // packed B slots kc x nc <= 8 MiB
 
-// C tile (rows x cols <= 12 x 32) = alpha * A_panel B_panel + beta * C (beta == 0: no read).
+// C tile (rows x cols <= MR x 16 NV) = alpha * A_panel B_panel + beta * C (beta == 0: no read).
+template <int MR, int NV>
 inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                          float alpha, float beta, int64_t rows, int64_t cols) {
-  __m512 acc[mr][2];
+  constexpr int64_t nr = 16 * NV;
+  __m512 acc[MR][NV];
 #pragma GCC unroll 12
-  for (int i = 0; i < mr; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+  for (int i = 0; i < MR; ++i)
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t p = 0; p < kc; ++p) {
-    const __m512 b0 = _mm512_load_ps(b + p * nr), b1 = _mm512_load_ps(b + p * nr + 16);
+    __m512 bv[NV];
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) bv[v] = _mm512_load_ps(b + p * nr + 16 * v);
 #pragma GCC unroll 12
-    for (int i = 0; i < mr; ++i) {
-      const __m512 av = _mm512_set1_ps(a[p * mr + i]);
-      acc[i][0] = _mm512_fmadd_ps(av, b0, acc[i][0]);
-      acc[i][1] = _mm512_fmadd_ps(av, b1, acc[i][1]);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 av = _mm512_set1_ps(a[p * MR + i]);
+#pragma GCC unroll 3
+      for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(av, bv[v], acc[i][v]);
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  const __mmask16 m0 = static_cast<__mmask16>(cols >= 16 ? 0xFFFF : (1u << cols) - 1u);
-  const __mmask16 m1 =
-      static_cast<__mmask16>(cols >= 32 ? 0xFFFF : cols <= 16 ? 0 : (1u << (cols - 16)) - 1u);
+  __mmask16 mask[NV];
+  for (int v = 0; v < NV; ++v) {
+    const int64_t left = cols - 16 * v;
+    mask[v] = static_cast<__mmask16>(left >= 16 ? 0xFFFF : left <= 0 ? 0 : (1u << left) - 1u);
+  }
 #pragma GCC unroll 12
-  for (int i = 0; i < mr; ++i) {
+  for (int i = 0; i < MR; ++i) {
     if (i >= rows) break;
     float* row = c + i * ldc;
-    __m512 r0 = _mm512_mul_ps(va, acc[i][0]), r1 = _mm512_mul_ps(va, acc[i][1]);
-    if (beta != 0.f) {
-      r0 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m0, row), r0);
-      r1 = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(m1, row + 16), r1);
+#pragma GCC unroll 3
+    for (int v = 0; v < NV; ++v) {
+      __m512 r = _mm512_mul_ps(va, acc[i][v]);
+      if (beta != 0.f) r = _mm512_fmadd_ps(vb, _mm512_maskz_loadu_ps(mask[v], row + 16 * v), r);
+      _mm512_mask_storeu_ps(row + 16 * v, mask[v], r);
     }
-    _mm512_mask_storeu_ps(row, m0, r0);
-    _mm512_mask_storeu_ps(row + 16, m1, r1);
   }
 }
 
-// Panels of op(A)[i0 .. i0+mc, p0 .. p0+kc]: panel q holds rows q*12.., k-major, zero-padded.
-inline void pack_a_panel(bool ta, const float* a, int64_t lda, int64_t i0, int64_t p0,
-                         int64_t mc, int64_t kc, int64_t q, float* out) {
+// Panel q of op(A)[i0 .. i0+mc, p0 .. p0+kc] (rows q*mr ..), k-major, zero-padded.
+inline void pack_a_panel(int64_t mr, bool ta, const float* a, int64_t lda, int64_t i0,
+                         int64_t p0, int64_t mc, int64_t kc, int64_t q, float* out) {
   const int64_t rows = std::min(mr, mc - q * mr);
   float* dst = out + q * mr * kc;
-  for (int64_t p = 0; p < kc; ++p) {
-    for (int64_t i = 0; i < rows; ++i) {
-      const int64_t row = i0 + q * mr + i, col = p0 + p;
-      dst[p * mr + i] = ta ? a[col * lda + row] : a[row * lda + col];
+  if (ta) {  // op(A) rows are columns of A: each k reads a contiguous run of rows
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = a + (p0 + p) * lda + i0 + q * mr;
+      for (int64_t i = 0; i < rows; ++i) dst[p * mr + i] = src[i];
+      for (int64_t i = rows; i < mr; ++i) dst[p * mr + i] = 0.f;
     }
-    for (int64_t i = rows; i < mr; ++i) dst[p * mr + i] = 0.f;
+    return;
   }
+  for (int64_t i = 0; i < rows; ++i) {  // read each row of A contiguously
+    const float* src = a + (i0 + q * mr + i) * lda + p0;
+    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
+  }
+  for (int64_t i = rows; i < mr; ++i)
+    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = 0.f;
 }
 
-// Panel q of op(B)[p0 .. p0+kc, j0 .. j0+nc] (columns j0 + q*32 ..) into out, zero-padded.
-inline void pack_b_panel(bool tb, const float* b, int64_t ldb, int64_t p0, int64_t j0,
-                         int64_t kc, int64_t nc, int64_t q, float* out) {
+// Panel q of op(B)[p0 .. p0+kc, j0 .. j0+nc] (columns j0 + q*nr ..) into out, zero-padded.
+inline void pack_b_panel(int64_t nr, bool tb, const float* b, int64_t ldb, int64_t p0,
+                         int64_t j0, int64_t kc, int64_t nc, int64_t q, float* out) {
   const int64_t cols = std::min(nr, nc - q * nr);
   float* dst = out;
-  for (int64_t p = 0; p < kc; ++p) {
-    float* line = dst + p * nr;
-    if (!tb) {
-      const float* src = b + (p0 + p) * ldb + j0 + q * nr;
-      for (int64_t j = 0; j < cols; ++j) line[j] = src[j];
-    } else {
-      for (int64_t j = 0; j < cols; ++j) line[j] = b[(j0 + q * nr + j) * ldb + p0 + p];
+  if (tb) {  // op(B) columns are rows of B: read each contiguously
+    for (int64_t j = 0; j < cols; ++j) {
+      const float* src = b + (j0 + q * nr + j) * ldb + p0;
+      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
     }
-    for (int64_t j = cols; j < nr; ++j) line[j] = 0.f;
+  } else {
+    for (int64_t p = 0; p < kc; ++p) {
+      const float* src = b + (p0 + p) * ldb + j0 + q * nr;
+      for (int64_t j = 0; j < cols; ++j) dst[p * nr + j] = src[j];
+    }
   }
+  if (cols < nr)
+    for (int64_t p = 0; p < kc; ++p)
+      for (int64_t j = cols; j < nr; ++j) dst[p * nr + j] = 0.f;
 }
 
 inline workspace<cpu>& packing_buffer() {
@@ -100,9 +119,11 @@ inline workspace<cpu>& packing_buffer() {
 // 240 x 256) is packed once per depth slice and stays in L2. Each 256 x 32 B panel is packed
 // right before the first row block's micro-kernels use it (so they read it from L1) into a
 // slot that later row blocks reuse instead of packing it again.
-inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+template <int MR, int NV>
+void gemm_serial_tiled(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
                         const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
                         float* c, int64_t ldc) {
+  constexpr int64_t mr = MR, nr = 16 * NV;
   const int64_t kc_full = std::min(k, kc_max), mc_full = std::min(m, mc_max);
   const int64_t nc_full = std::min(n, nc_max);
   const int64_t b_floats = ((nc_full + nr - 1) / nr) * nr * kc_full;
@@ -117,18 +138,30 @@ inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
       const float beta_here = p0 == 0 ? beta : 1.f;
       for (int64_t i0 = 0; i0 < m; i0 += mc_max) {
         const int64_t mc = std::min(mc_max, m - i0), a_panels = (mc + mr - 1) / mr;
-        for (int64_t q = 0; q < a_panels; ++q) pack_a_panel(ta, a, lda, i0, p0, mc, kc, q, packed_a);
+        for (int64_t q = 0; q < a_panels; ++q) pack_a_panel(mr, ta, a, lda, i0, p0, mc, kc, q, packed_a);
         for (int64_t jq = 0; jq < b_panels; ++jq) {
           float* panel = packed_b + jq * nr * kc;
-          if (i0 == 0) pack_b_panel(tb, b, ldb, p0, j0, kc, nc, jq, panel);
+          if (i0 == 0) pack_b_panel(nr, tb, b, ldb, p0, j0, kc, nc, jq, panel);
           for (int64_t iq = 0; iq < a_panels; ++iq)
-            micro_kernel(kc, packed_a + iq * mr * kc, panel,
+            micro_kernel<MR, NV>(kc, packed_a + iq * mr * kc, panel,
                          c + (i0 + iq * mr) * ldc + j0 + jq * nr, ldc, alpha, beta_here,
                          std::min(mr, mc - iq * mr), std::min(nr, nc - jq * nr));
         }
       }
     }
   }
+}
+
+// 8x48 tiles when they waste no rows and 12x32 tiles would.
+inline bool use_8x48(int64_t m) { return m % 12 != 0 && m % 8 == 0; }
+
+inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
+                        float* c, int64_t ldc) {
+  if (use_8x48(m))
+    gemm_serial_tiled<8, 3>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+  else
+    gemm_serial_tiled<12, 2>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
 // C = alpha op(A) op(B) + beta C for m, n, k >= 1. Threads split C into disjoint blocks of
@@ -141,6 +174,7 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
 #ifdef _OPENMP
   if (!omp_in_parallel() && double(m) * n * k >= 1e6) threads = num_threads();
 #endif
+  const int64_t mr = use_8x48(m) ? 8 : 12, nr = use_8x48(m) ? 48 : 32;
   const int64_t col_panels = (n + nr - 1) / nr, row_panels = (m + mr - 1) / mr;
   const bool split_columns = col_panels >= 4 * threads || col_panels >= row_panels;
   threads = std::min(threads, split_columns ? col_panels : row_panels);
