@@ -255,7 +255,14 @@ inline void depthwise_backward(const conv2d_params& prm, const conv2d_geometry& 
             const float* src = in + ih * g.w + off_w;
             const float* go = grad_out + oh * g.wo;
             float sum = 0.f;
-            for (int64_t ow = r.first; ow < r.last; ++ow) sum += go[ow] * src[ow * prm.stride_w];
+            if (prm.stride_w == 1) {  // contiguous: a vector reduction, no gathers
+#ifdef _OPENMP
+#pragma omp simd reduction(+ : sum)
+#endif
+              for (int64_t ow = r.first; ow < r.last; ++ow) sum += go[ow] * src[ow];
+            } else {
+              for (int64_t ow = r.first; ow < r.last; ++ow) sum += go[ow] * src[ow * prm.stride_w];
+            }
             dw[(c * g.kh + i) * g.kw + j] += sum;
           });
         }
@@ -268,6 +275,9 @@ inline void bias_backward(const conv2d_geometry& g, const float* dy, float* dbia
       float sum = 0.f;
       for (int64_t n = 0; n < g.n; ++n) {
         const float* row = dy + (n * g.co + c) * g.p;
+#ifdef _OPENMP
+#pragma omp simd reduction(+ : sum)
+#endif
         for (int64_t i = 0; i < g.p; ++i) sum += row[i];
       }
       dbias[c] += sum;

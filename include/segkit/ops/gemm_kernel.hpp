@@ -1,14 +1,15 @@
 // segkit/ops/gemm_kernel.hpp — segkit's own packed FP32 GEMM for AVX-512 CPUs, used by
 // ops::gemm (matmul.hpp) for all but tiny products when compiled with AVX-512 (-march=native
 // on such a machine); elsewhere ops::gemm uses Eigen.
-// Why: Eigen 3.4's AVX-512 GEMM uses a 48x4 register tile (12 accumulators) and reaches about
-// a third of the FP32 peak; the 12x32 tile here keeps 24 accumulators in zmm registers and
-// broadcasts A from memory into each FMA, the layout BLIS and oneDNN use.
-// Structure: for each KC depth slice and MC row block, pack op(A) into 12-tall panels (L2),
-// then for each 32-wide column panel pack op(B) (L1) and run the micro-kernel down the rows. Threads own disjoint blocks of C (see gemm());
-// inside an enclosing parallel region it runs on the calling thread only.
-// Guarantees: BLAS semantics (beta == 0 never reads C), deterministic for a given thread
-// count, no allocation once the per-thread packing buffers have grown.
+// Why: Eigen 3.4's AVX-512 GEMM uses a 48x4 register tile (12 accumulators) and measured a
+// third of one core's FP32 peak here; the 12x32 (or 8x48) tiles keep 24 accumulators in zmm
+// registers and broadcast A from memory into each FMA, the layout BLIS and oneDNN use.
+// Structure: for each KC depth slice and MC row block, pack op(A) into MR-tall panels (L2),
+// then for each column panel pack op(B) (L1) and run the micro-kernel down the rows. Threads
+// take disjoint chunks of C (see gemm()); inside an enclosing parallel region it runs on the
+// calling thread only.
+// Guarantees: BLAS semantics (beta == 0 never reads C), results independent of scheduling,
+// no allocation once the per-thread packing buffers have grown.
 #pragma once
 #if defined(__AVX512F__) && !defined(__CUDACC__)
 #define SEGKIT_HAVE_AVX512_GEMM 1
@@ -164,10 +165,12 @@ inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
     gemm_serial_tiled<12, 2>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// C = alpha op(A) op(B) + beta C for m, n, k >= 1. Threads split C into disjoint blocks of
-// whole tiles (columns when there are enough 32-wide panels, else rows) and each runs the
-// serial GEMM with its own packing buffers: no barrier but the final join, which matters on
-// a loaded machine where a barrier waits for a descheduled thread.
+// C = alpha op(A) op(B) + beta C for m, n, k >= 1. C is cut into up to 4 chunks per thread
+// of whole tiles (column ranges when there are enough panels, else row ranges); threads take
+// chunks dynamically, each running the serial GEMM with its own packing buffers. There is no
+// barrier but the final join, and a thread the OS deschedules on a busy machine leaves its
+// remaining chunks to the others. Each element is computed by one chunk the same way whichever
+// thread runs it, so results do not depend on scheduling.
 inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
                  int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
   int64_t threads = 1;
@@ -177,22 +180,25 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   const int64_t mr = use_8x48(m) ? 8 : 12, nr = use_8x48(m) ? 48 : 32;
   const int64_t col_panels = (n + nr - 1) / nr, row_panels = (m + mr - 1) / mr;
   const bool split_columns = col_panels >= 4 * threads || col_panels >= row_panels;
-  threads = std::min(threads, split_columns ? col_panels : row_panels);
+  const int64_t panels = split_columns ? col_panels : row_panels;
+  threads = std::min(threads, panels);
   if (threads <= 1) {
     gemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
     return;
   }
 #ifdef _OPENMP
-#pragma omp parallel num_threads(static_cast<int>(threads))
-  {
-    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+  const int64_t chunks = std::min(panels, 4 * threads);
+#pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(dynamic, 1)
+  for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     if (split_columns) {
-      const int64_t j0 = col_panels * t / count * nr, j1 = std::min(n, col_panels * (t + 1) / count * nr);
+      const int64_t j0 = panels * chunk / chunks * nr;
+      const int64_t j1 = std::min(n, panels * (chunk + 1) / chunks * nr);
       if (j1 > j0)
         gemm_serial(ta, tb, m, j1 - j0, k, alpha, a, lda, tb ? b + j0 * ldb : b + j0, ldb, beta,
                     c + j0, ldc);
     } else {
-      const int64_t i0 = row_panels * t / count * mr, i1 = std::min(m, row_panels * (t + 1) / count * mr);
+      const int64_t i0 = panels * chunk / chunks * mr;
+      const int64_t i1 = std::min(m, panels * (chunk + 1) / chunks * mr);
       if (i1 > i0)
         gemm_serial(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta,
                     c + i0 * ldc, ldc);
