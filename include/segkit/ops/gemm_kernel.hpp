@@ -165,7 +165,7 @@ inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
     gemm_serial_tiled<12, 2>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 
-// C = alpha op(A) op(B) + beta C for m, n, k >= 1. C is cut into up to 4 chunks per thread
+// C = alpha op(A) op(B) + beta C for m, n, k >= 1. C is cut into up to 2 chunks per thread
 // of whole tiles (column ranges when there are enough panels, else row ranges); threads take
 // chunks dynamically, each running the serial GEMM with its own packing buffers. There is no
 // barrier but the final join, and a thread the OS deschedules on a busy machine leaves its
@@ -187,7 +187,9 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
     return;
   }
 #ifdef _OPENMP
-  const int64_t chunks = std::min(panels, 4 * threads);
+  // Every chunk packs the whole of the operand it does not split, so more chunks balance
+  // better but pack more: 2 per thread keeps that repacking to ~10% of a 1024^3 product.
+  const int64_t chunks = std::min(panels, 2 * threads);
 #pragma omp parallel for num_threads(static_cast<int>(threads)) schedule(dynamic, 1)
   for (int64_t chunk = 0; chunk < chunks; ++chunk) {
     if (split_columns) {
