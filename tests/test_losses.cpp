@@ -4,6 +4,8 @@
 // and PyTorch parity through tests/golden/losses.safetensors (tests/reference/gen_losses.py).
 #include <algorithm>
 #include <cmath>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "op_checker.hpp"
@@ -407,5 +409,63 @@ TEST_CASE("losses: results do not depend on the thread count; no allocation once
   for (size_t i = 1; i < results.size(); ++i) {
     CHECK(results[i] == results[0]);
     testing::require_all_close(grads[i], grads[0], 0.f, 0.f, "same gradient for any thread count");
+  }
+}
+
+TEST_CASE("losses: PyTorch parity (tests/reference/gen_losses.py)") {
+  const auto file = tensor_file::load(SEGKIT_GOLDEN_DIR "/losses.safetensors");
+  auto check = [&](const std::string& tag, float loss, const host_tensor<float>& dx) {
+    INFO(tag);
+    CHECK(loss == Approx(file.get<float>(tag + "_loss")[0]).epsilon(1e-5));
+    testing::require_all_close(dx, file.get<float>(tag + "_dx"), 1e-6f, 1e-4f, tag + " dlogits");
+  };
+  train::loss_state<cpu> state;
+  {
+    const auto x = file.get<float>("ce_x"), w = file.get<float>("ce_w");
+    const auto y = file.get<int32_t>("ce_y");
+    for (auto [tag, weighted, reduction] :
+         {std::tuple<const char*, bool, loss_reduction>{"ce_mean", false, loss_reduction::mean},
+          {"ce_weighted_mean", true, loss_reduction::mean},
+          {"ce_weighted_sum", true, loss_reduction::sum}}) {
+      const train::cross_entropy_params params{255, reduction};
+      const float loss = train::cross_entropy_forward(params, x, y, state, weighted ? &w : nullptr);
+      auto dx = host_tensor<float>::zeros(x.shape());
+      train::cross_entropy_backward(params, x, y, state, 1.f, dx);
+      check(tag, loss, dx);
+    }
+  }
+  {
+    const auto x = file.get<float>("ce2d_x"), w = file.get<float>("ce2d_w");
+    const auto y = file.get<int32_t>("ce2d_y");
+    const float loss = train::cross_entropy_forward({}, x, y, state, &w);
+    auto dx = host_tensor<float>::zeros(x.shape());
+    train::cross_entropy_backward({}, x, y, state, 1.f, dx);
+    check("ce2d", loss, dx);
+  }
+  {
+    const auto x = file.get<float>("bce_x");
+    const auto t = file.get<int32_t>("bce_t");
+    const float loss = train::bce_with_logits_forward({}, x, t, state);
+    auto dx = host_tensor<float>::zeros(x.shape());
+    train::bce_with_logits_backward({}, x, t, state, 1.f, dx);
+    check("bce", loss, dx);
+  }
+  {
+    const auto x = file.get<float>("ohem_x"), w = file.get<float>("ohem_w");
+    const auto y = file.get<int32_t>("ohem_y");
+    for (auto [tag, thresh, min_kept, weighted] :
+         {std::tuple<std::string, float, int64_t, bool>{"ohem_thresh", 0.7f, 20, false},
+          {"ohem_rank", 0.1f, 150, false},
+          {"ohem_rank_weighted", 0.1f, 150, true},
+          {"ohem_thresh_weighted", 0.7f, 20, true}}) {
+      const train::ohem_params params{thresh, min_kept, 255};
+      const float loss = train::ohem_cross_entropy_forward(params, x, y, state, weighted ? &w : nullptr);
+      auto dx = host_tensor<float>::zeros(x.shape());
+      train::ohem_cross_entropy_backward(params, x, y, state, 1.f, dx);
+      INFO(tag);
+      CHECK(state.counted == file.get<int32_t>(tag + "_kept")[0]);
+      CHECK(state.threshold == Approx(file.get<float>(tag + "_threshold")[0]).epsilon(1e-6));
+      check(tag, loss, dx);
+    }
   }
 }
