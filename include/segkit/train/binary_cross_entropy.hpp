@@ -32,6 +32,23 @@ void check_bce_shapes(const char* op, const tensor<float, Device>& logits,
                        "; expected logits [N, 1, H, W] with targets [N, H, W], or equal shapes");
 }
 
+// BCE at element i: pixel weight 1 (counted) or 0 (ignored); returns the label status.
+SEGKIT_HOST_DEVICE int bce_element(const float* x, const int32_t* t, int32_t ignore_index,
+                                   float* pw, int64_t i, double& sum, double& count) {
+  const int status = math::classify_label(t[i], 2, ignore_index);
+  pw[i] = status > 0 ? 1.f : 0.f;
+  if (status > 0) {
+    sum += double(math::bce_with_logits(x[i], float(t[i])));
+    count += 1;
+  }
+  return status;
+}
+
+SEGKIT_HOST_DEVICE void bce_element_backward(const float* x, const int32_t* t, const float* pw,
+                                             float coef, float* dx, int64_t i) {
+  if (pw[i] != 0.f) dx[i] += coef * math::bce_with_logits_gradient(x[i], float(t[i]));
+}
+
 inline void throw_bad_target(const char* op, const shape& targets, int64_t index, int32_t value,
                              int32_t ignore_index) {
   throw value_error(segkit::detail::concat_message(op, ": target ", value, " at position ",
@@ -58,14 +75,9 @@ inline float bce_with_logits_forward(const bce_params& params, const tensor<floa
   const int32_t ignore = params.ignore_index;
   const auto total =
       detail::reduce_pixel_chunks(count, partials, [&](int64_t first, int64_t last, auto& part) {
-        for (int64_t i = first; i < last; ++i) {
-          const int status = math::classify_label(t[i], 2, ignore);
-          if (status < 0 && part.bad < 0) part.bad = i;
-          pw[i] = status > 0 ? 1.f : 0.f;
-          if (status <= 0) continue;
-          part.sum += double(math::bce_with_logits(x[i], float(t[i])));
-          part.count += 1;
-        }
+        for (int64_t i = first; i < last; ++i)
+          if (detail::bce_element(x, t, ignore, pw, i, part.sum, part.count) < 0 && part.bad < 0)
+            part.bad = i;
       });
   if (total.bad >= 0)
     detail::throw_bad_target(op, targets.shape(), total.bad, t[total.bad], ignore);
@@ -95,8 +107,7 @@ inline void bce_with_logits_backward(const bce_params& params, const tensor<floa
   const float* pw = state.pixel_weight.data();
   float* dx = dlogits.data();
   parallel_for(0, logits.numel(), 1 << 14, [&](int64_t first, int64_t last) {
-    for (int64_t i = first; i < last; ++i)
-      if (pw[i] != 0.f) dx[i] += coef * math::bce_with_logits_gradient(x[i], float(t[i]));
+    for (int64_t i = first; i < last; ++i) detail::bce_element_backward(x, t, pw, coef, dx, i);
   });
 }
 

@@ -47,9 +47,9 @@ namespace detail {
 // logits viewed as [batch, classes, inner]; pixel p = n * inner + i.
 struct class_layout {
   int64_t batch = 0, classes = 0, inner = 0;
-  int64_t pixels() const { return batch * inner; }
+  SEGKIT_HOST_DEVICE int64_t pixels() const { return batch * inner; }
   // Offset of class 0 of pixel p in the logits.
-  int64_t base(int64_t p) const { return p / inner * classes * inner + p % inner; }
+  SEGKIT_HOST_DEVICE int64_t base(int64_t p) const { return p / inner * classes * inner + p % inner; }
 };
 
 template <class Device>
@@ -96,54 +96,85 @@ inline int64_t ohem_rank(int64_t min_kept, int64_t valid) {
 // selection (which sees the float bits as unsigned) ranks it after every valid pixel.
 constexpr float ohem_invalid = 2.f;
 
-// First pass over the pixels of [first, last): log-sum-exp, label check and either the pixel
-// weight and weighted term (cross-entropy) or the target probability (OHEM, `out` receives it).
+// The first pass at pixel p: log-sum-exp, label check, and either the pixel weight and
+// weighted term (cross-entropy) or the target probability (OHEM; `out` receives it, and
+// ohem_invalid for a pixel that is not valid). Returns math::classify_label's status.
+SEGKIT_HOST_DEVICE int class_pixel(const class_layout& l, const float* x, const int32_t* labels,
+                                   const float* weight, int32_t ignore_index, bool probabilities,
+                                   float* lse, float* out, int64_t p, double& sum,
+                                   double& weight_sum, double& count) {
+  const float* row = x + l.base(p);
+  const float row_lse = math::log_sum_exp(row, l.classes, l.inner);
+  lse[p] = row_lse;
+  const int32_t y = labels[p];
+  const int status = math::classify_label(y, l.classes, ignore_index);
+  if (status <= 0) {
+    out[p] = probabilities ? ohem_invalid : 0.f;
+    return status;
+  }
+  const float target = row[y * l.inner];
+  count += 1;
+  if (probabilities) {
+    out[p] = math::target_probability(target, row_lse);
+  } else {
+    const float w = weight ? weight[y] : 1.f;
+    out[p] = w;
+    sum += double(w) * double(math::cross_entropy_term(target, row_lse));
+    weight_sum += w;
+  }
+  return status;
+}
+
+// OHEM's second pass at pixel p: `pw[p]` holds the target probability (or ohem_invalid) and
+// becomes the pixel weight, 0 unless the pixel is kept (probability < threshold).
+SEGKIT_HOST_DEVICE void ohem_keep_pixel(const class_layout& l, const float* x, const int32_t* labels,
+                                        const float* weight, float threshold, const float* lse,
+                                        float* pw, int64_t p, double& sum, double& weight_sum,
+                                        double& count) {
+  const float probability = pw[p];
+  if (!(probability < threshold)) {  // invalid pixels hold 2 > any threshold
+    pw[p] = 0.f;
+    return;
+  }
+  const int32_t y = labels[p];
+  const float w = weight ? weight[y] : 1.f;
+  pw[p] = w;
+  sum += double(w) * double(math::cross_entropy_term(x[l.base(p) + y * l.inner], lse[p]));
+  weight_sum += w;
+  count += 1;
+}
+
+// dlogits at pixel p += factor * pixel_weight[p] * (softmax - onehot), factor = upstream * scale.
+SEGKIT_HOST_DEVICE void class_pixel_backward(const class_layout& l, const float* x,
+                                             const int32_t* labels, const float* lse,
+                                             const float* pw, double factor, float* dx, int64_t p) {
+  if (pw[p] == 0.f) return;
+  const int64_t base = l.base(p);
+  const float coef = static_cast<float>(factor * pw[p]);
+  const int32_t y = labels[p];
+  for (int64_t c = 0; c < l.classes; ++c)
+    dx[base + c * l.inner] += math::cross_entropy_gradient(x[base + c * l.inner], lse[p], c == y, coef);
+}
+
 inline void class_pixels_pass(const class_layout& l, const float* x, const int32_t* labels,
                               const float* weight, int32_t ignore_index, bool probabilities,
                               float* lse, float* out, int64_t first, int64_t last,
                               loss_partial& part) {
   for (int64_t p = first; p < last; ++p) {
-    const float* row = x + l.base(p);
-    const float row_lse = math::log_sum_exp(row, l.classes, l.inner);
-    lse[p] = row_lse;
-    const int32_t y = labels[p];
-    const int status = math::classify_label(y, l.classes, ignore_index);
+    const int status = class_pixel(l, x, labels, weight, ignore_index, probabilities, lse, out, p,
+                                   part.sum, part.weight, part.count);
     if (status < 0 && part.bad < 0) part.bad = p;
-    if (status <= 0) {
-      out[p] = probabilities ? ohem_invalid : 0.f;
-      continue;
-    }
-    const float target = row[y * l.inner];
-    if (probabilities) {
-      out[p] = math::target_probability(target, row_lse);
-      part.count += 1;
-    } else {
-      const float w = weight ? weight[y] : 1.f;
-      out[p] = w;
-      part.sum += double(w) * double(math::cross_entropy_term(target, row_lse));
-      part.weight += w;
-      part.count += 1;
-    }
   }
 }
 
-// dlogits += upstream * scale * pixel_weight[p] * (softmax - onehot) for every counted pixel.
 inline void class_backward_cpu(const class_layout& l, const float* x, const int32_t* labels,
                                const loss_state<cpu>& state, float upstream, float* dx) {
-  const float* lse = state.lse.data();
-  const float* pw = state.pixel_weight.data();
   const double factor = double(upstream) * state.scale;
   if (factor == 0) return;
+  const float* lse = state.lse.data();
+  const float* pw = state.pixel_weight.data();
   parallel_for(0, l.pixels(), 256, [&](int64_t first, int64_t last) {
-    for (int64_t p = first; p < last; ++p) {
-      if (pw[p] == 0.f) continue;
-      const int64_t base = l.base(p);
-      const float coef = static_cast<float>(factor * pw[p]);
-      const int32_t y = labels[p];
-      for (int64_t c = 0; c < l.classes; ++c)
-        dx[base + c * l.inner] +=
-            math::cross_entropy_gradient(x[base + c * l.inner], lse[p], c == y, coef);
-    }
+    for (int64_t p = first; p < last; ++p) class_pixel_backward(l, x, labels, lse, pw, factor, dx, p);
   });
 }
 
@@ -261,20 +292,9 @@ inline float ohem_cross_entropy_forward(const ohem_params& params, const tensor<
 
   const auto kept =
       detail::reduce_pixel_chunks(pixels, partials, [&](int64_t first, int64_t last, auto& part) {
-        for (int64_t p = first; p < last; ++p) {
-          const float probability = pw[p];
-          if (!(probability < threshold)) {  // invalid pixels hold 2 > any threshold
-            pw[p] = 0.f;
-            continue;
-          }
-          const float* row = x + l.base(p);
-          const float pixel_weight = w ? w[y[p]] : 1.f;
-          pw[p] = pixel_weight;
-          part.sum += double(pixel_weight) *
-                      double(math::cross_entropy_term(row[y[p] * l.inner], lse[p]));
-          part.weight += pixel_weight;
-          part.count += 1;
-        }
+        for (int64_t p = first; p < last; ++p)
+          detail::ohem_keep_pixel(l, x, y, w, threshold, lse, pw, p, part.sum, part.weight,
+                                  part.count);
       });
   state.counted = static_cast<int64_t>(kept.count);
   state.weight_sum = kept.weight;
