@@ -73,9 +73,8 @@ __global__ void ohem_keep_kernel(detail::class_layout l, const float* x, const i
   write_partials(sum, weight_sum, count, partials);
 }
 
-__global__ void class_backward_kernel(detail::class_layout l, const float* x,
-                                      const int32_t* labels, const float* lse, const float* pw,
-                                      double factor, float* dx) {
+__global__ void class_backward_kernel(detail::class_layout l, const float* x, const int32_t* labels,
+                                      const float* lse, const float* pw, double factor, float* dx) {
   for (int64_t p = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; p < l.pixels();
        p += int64_t(gridDim.x) * blockDim.x)
     detail::class_pixel_backward(l, x, labels, lse, pw, factor, dx, p);
@@ -119,8 +118,8 @@ namespace detail {
 
 // The device scratch of one loss forward, carved from one workspace reserve.
 struct loss_scratch {
-  double* partials;              // 3 per block
-  double* totals;                // 3, followed by the bad index
+  double* partials;  // 3 per block
+  double* totals;    // 3, followed by the bad index
   unsigned long long* bad;
   unsigned long long* histogram;  // 256
   int64_t blocks;
@@ -231,14 +230,13 @@ float cross_entropy_forward(const cross_entropy_params& params, const tensor<flo
   detail::reset_state(state, 0.f);
   if (pixels == 0) return 0.f;
   const auto s = detail::reserve_loss_scratch(ws, pixels);
-  const auto total = detail::class_first_pass(op, l, logits, labels,
-                                              weight ? weight->data() : nullptr,
-                                              params.ignore_index, false, state, s);
+  const auto total =
+      detail::class_first_pass(op, l, logits, labels, weight ? weight->data() : nullptr,
+                               params.ignore_index, false, state, s);
   state.counted = static_cast<int64_t>(total.count);
   state.weight_sum = total.weight;
-  state.scale = params.reduction == loss_reduction::sum
-                    ? (total.count > 0 ? 1.0 : 0.0)
-                    : detail::inverse_or_zero(total.weight);
+  state.scale = params.reduction == loss_reduction::sum ? (total.count > 0 ? 1.0 : 0.0)
+                                                        : detail::inverse_or_zero(total.weight);
   state.loss = static_cast<float>(total.sum * state.scale);
   return state.loss;
 }
@@ -275,13 +273,13 @@ float ohem_cross_entropy_forward(const ohem_params& params, const tensor<float, 
     check_cuda(cudaMemset(pw, 0, size_t(pixels) * sizeof(float)), "cudaMemset");
     return 0.f;
   }
-  const float kth = detail::radix_select_kth(pw, pixels, detail::ohem_rank(params.min_kept, n_valid),
-                                             s.histogram);
+  const float kth = detail::radix_select_kth(
+      pw, pixels, detail::ohem_rank(params.min_kept, n_valid), s.histogram);
   const float threshold = std::max(kth, params.thresh);
   state.threshold = threshold;
   SEGKIT_LAUNCH(cuda_kernels::ohem_keep_kernel, static_cast<unsigned>(s.blocks),
-                cuda_kernels::loss_block, 0, nullptr, l, logits.data(), labels.data(), w,
-                threshold, state.lse.data(), pw, s.partials);
+                cuda_kernels::loss_block, 0, nullptr, l, logits.data(), labels.data(), w, threshold,
+                state.lse.data(), pw, s.partials);
   const auto kept = detail::finish_loss_totals(s);
   state.counted = static_cast<int64_t>(kept.count);
   state.weight_sum = kept.weight;
@@ -291,9 +289,8 @@ float ohem_cross_entropy_forward(const ohem_params& params, const tensor<float, 
 }
 
 void ohem_cross_entropy_backward(const ohem_params& params, const tensor<float, cuda>& logits,
-                                 const tensor<int32_t, cuda>& labels,
-                                 const loss_state<cuda>& state, float upstream,
-                                 tensor<float, cuda>& dlogits) {
+                                 const tensor<int32_t, cuda>& labels, const loss_state<cuda>& state,
+                                 float upstream, tensor<float, cuda>& dlogits) {
   (void)params;
   const char* op = "ohem_cross_entropy_backward";
   const auto l = detail::check_class_logits<cuda>(op, logits, labels, nullptr);
@@ -337,8 +334,8 @@ void bce_with_logits_backward(const bce_params& params, const tensor<float, cuda
   detail::check_bce_shapes(op, logits, targets);
   require_same_shape(op, "logits", logits.shape(), "dlogits", dlogits.shape());
   require<value_error>(state.pixels == logits.numel(), op, ": the state holds a forward over ",
-                       state.pixels, " elements but logits has shape ",
-                       logits.shape().to_string(), "; run the forward with this state first");
+                       state.pixels, " elements but logits has shape ", logits.shape().to_string(),
+                       "; run the forward with this state first");
   const float coef = static_cast<float>(double(upstream) * state.scale);
   if (coef == 0.f || logits.numel() == 0) return;
   SEGKIT_LAUNCH(cuda_kernels::bce_backward_kernel, cuda_detail::blocks_for(logits.numel()),

@@ -35,7 +35,9 @@ struct naive_result {
 // Logits [N, C, inner...] viewed through flat pixel indices, computed in double.
 struct pixel_view {
   int64_t classes, inner;
-  int64_t at(int64_t p, int64_t c) const { return p / inner * classes * inner + c * inner + p % inner; }
+  int64_t at(int64_t p, int64_t c) const {
+    return p / inner * classes * inner + c * inner + p % inner;
+  }
 };
 
 double naive_lse(const host_tensor<float>& x, const pixel_view& v, int64_t p) {
@@ -92,7 +94,8 @@ std::vector<bool> naive_ohem_keep(const host_tensor<float>& x, const host_tensor
   std::vector<bool> keep(size_t(y.numel()), false);
   if (sorted.empty()) return keep;
   std::sort(sorted.begin(), sorted.end());
-  const int64_t k = std::min<int64_t>(std::max<int64_t>(1, params.min_kept), int64_t(sorted.size()) - 1);
+  const int64_t k =
+      std::min<int64_t>(std::max<int64_t>(1, params.min_kept), int64_t(sorted.size()) - 1);
   const float threshold = std::max(sorted[size_t(k)], params.thresh);
   for (int64_t p = 0; p < y.numel(); ++p)
     keep[size_t(p)] = y[p] != params.ignore_index && prob[size_t(p)] < threshold;
@@ -134,8 +137,8 @@ testing::op_case ce_case(const shape& s, bool weighted, double ignore_fraction,
                          loss_reduction reduction, unsigned seed) {
   std::mt19937 rng(seed);
   const train::cross_entropy_params params{255, reduction};
-  const auto labels = random_labels(train::detail::labels_shape_for(s), int32_t(s[1]),
-                                    ignore_fraction, 255, rng);
+  const auto labels =
+      random_labels(train::detail::labels_shape_for(s), int32_t(s[1]), ignore_fraction, 255, rng);
   host_tensor<float> weight;
   if (weighted) weight = testing::random_tensor({s[1]}, rng, 0.2f, 2.f);
   auto forward = [=](const host_tensor<float>& x, train::loss_state<cpu>& state) {
@@ -155,11 +158,12 @@ testing::op_case ce_case(const shape& s, bool weighted, double ignore_fraction,
 
 TEST_CASE("cross_entropy: gradients by finite differences") {
   unsigned seed = 1;
-  for (const shape& s : {shape{2, 3, 4, 5}, shape{1, 5, 3, 7}, shape{2, 1, 3, 3}, shape{6, 4},
-                         shape{2, 3, 5}})
+  for (const shape& s :
+       {shape{2, 3, 4, 5}, shape{1, 5, 3, 7}, shape{2, 1, 3, 3}, shape{6, 4}, shape{2, 3, 5}})
     for (bool weighted : {false, true})
       for (auto reduction : {loss_reduction::mean, loss_reduction::sum})
-        for (double ignore : {0.0, 0.3}) testing::check_op(ce_case(s, weighted, ignore, reduction, seed++));
+        for (double ignore : {0.0, 0.3})
+          testing::check_op(ce_case(s, weighted, ignore, reduction, seed++));
 }
 
 TEST_CASE("cross_entropy: values and gradients against a naive double reference") {
@@ -167,9 +171,11 @@ TEST_CASE("cross_entropy: values and gradients against a naive double reference"
   for (const shape& s : {shape{2, 7, 9, 11}, shape{3, 19, 70, 65}, shape{5, 3}})
     for (bool weighted : {false, true})
       for (auto reduction : {loss_reduction::mean, loss_reduction::sum}) {
-        INFO(s.to_string() << " weighted " << weighted << " sum " << (reduction == loss_reduction::sum));
+        INFO(s.to_string() << " weighted " << weighted << " sum "
+                           << (reduction == loss_reduction::sum));
         const auto x = testing::random_tensor(s, rng, -8.f, 8.f);
-        const auto y = random_labels(train::detail::labels_shape_for(s), int32_t(s[1]), 0.25, 7, rng);
+        const auto y =
+            random_labels(train::detail::labels_shape_for(s), int32_t(s[1]), 0.25, 7, rng);
         std::vector<float> w;
         host_tensor<float> weight;
         if (weighted) {
@@ -178,10 +184,12 @@ TEST_CASE("cross_entropy: values and gradients against a naive double reference"
         }
         train::loss_state<cpu> state;
         const train::cross_entropy_params params{7, reduction};
-        const float loss = train::cross_entropy_forward(params, x, y, state, weighted ? &weight : nullptr);
+        const float loss =
+            train::cross_entropy_forward(params, x, y, state, weighted ? &weight : nullptr);
         auto dx = host_tensor<float>::zeros(s);
         train::cross_entropy_backward(params, x, y, state, 1.5f, dx);
-        const auto ref = naive_weighted_ce(x, y, w, not_ignored(y, 7), reduction == loss_reduction::sum ? 1 : 0);
+        const auto ref =
+            naive_weighted_ce(x, y, w, not_ignored(y, 7), reduction == loss_reduction::sum ? 1 : 0);
         CHECK(loss == Approx(ref.loss).epsilon(1e-5));
         auto expected = as_tensor(ref.grad, s);
         for (int64_t i = 0; i < expected.numel(); ++i) expected[i] *= 1.5f;
@@ -218,9 +226,9 @@ TEST_CASE("cross_entropy: a bad label names its value, position and the class co
   train::loss_state<cpu> state;
   y.at(1, 2, 3) = 4;
   CHECK_THROWS_AS(train::cross_entropy_forward({}, x, y, state), value_error);
-  CHECK_THROWS_WITH(train::cross_entropy_forward({}, x, y, state),
-                    Catch::Contains("label 4") && Catch::Contains("[1, 2, 3]") &&
-                        Catch::Contains("[0, 4)"));
+  CHECK_THROWS_WITH(
+      train::cross_entropy_forward({}, x, y, state),
+      Catch::Contains("label 4") && Catch::Contains("[1, 2, 3]") && Catch::Contains("[0, 4)"));
   y.at(0, 0, 1) = -1;
   CHECK_THROWS_WITH(train::cross_entropy_forward({}, x, y, state),
                     Catch::Contains("label -1") && Catch::Contains("[0, 0, 1]"));
@@ -257,7 +265,8 @@ TEST_CASE("losses: shape mismatches name both shapes") {
   const auto small = testing::random_tensor({1, 4, 3, 5}, rng);
   const auto small_y = random_labels({1, 3, 5}, 4, 0, 255, rng);
   host_tensor<float> dsmall({1, 4, 3, 5});
-  CHECK_THROWS_AS(train::cross_entropy_backward({}, small, small_y, state, 1.f, dsmall), value_error);
+  CHECK_THROWS_AS(train::cross_entropy_backward({}, small, small_y, state, 1.f, dsmall),
+                  value_error);
   CHECK_THROWS_AS(train::ohem_cross_entropy_forward({1.5f, 10, 255}, x, good, state), value_error);
   CHECK_THROWS_AS(train::ohem_cross_entropy_forward({0.7f, -1, 255}, x, good, state), value_error);
 }
@@ -279,8 +288,9 @@ TEST_CASE("bce_with_logits: gradients, values against a naive reference, bad tar
                             float up, host_tensor<float>& dx) {
           train::bce_with_logits_backward(params, x, t, state, up, dx);
         };
-        testing::check_op(loss_case("bce " + s.to_string(), testing::random_tensor(s, local, -4.f, 4.f),
-                                    forward, backward));
+        testing::check_op(loss_case("bce " + s.to_string(),
+                                    testing::random_tensor(s, local, -4.f, 4.f), forward,
+                                    backward));
       }
   // naive double reference, large |x| included (the stable form matters there)
   const auto x = testing::random_tensor({3, 1, 40, 37}, rng, -60.f, 60.f);
@@ -315,7 +325,8 @@ TEST_CASE("ohem_cross_entropy: kept set, values and gradients against a naive re
   };
   // threshold from thresh (min_kept small), from p_(k) (thresh low), min_kept >= n_valid,
   // min_kept 0 (HRNet clamps it to 1)
-  for (variant v : {variant{0.7f, 10}, variant{0.05f, 150}, variant{0.6f, 100000}, variant{0.2f, 0}})
+  for (variant v :
+       {variant{0.7f, 10}, variant{0.05f, 150}, variant{0.6f, 100000}, variant{0.2f, 0}})
     for (bool weighted : {false, true}) {
       INFO("thresh " << v.thresh << " min_kept " << v.min_kept << " weighted " << weighted);
       const shape s{2, 5, 13, 11};
@@ -329,7 +340,8 @@ TEST_CASE("ohem_cross_entropy: kept set, values and gradients against a naive re
       }
       const train::ohem_params params{v.thresh, v.min_kept, 255};
       train::loss_state<cpu> state;
-      const float loss = train::ohem_cross_entropy_forward(params, x, y, state, weighted ? &weight : nullptr);
+      const float loss =
+          train::ohem_cross_entropy_forward(params, x, y, state, weighted ? &weight : nullptr);
       const auto keep = naive_ohem_keep(x, y, params);
       const auto ref = naive_weighted_ce(x, y, w, keep, 2);
       CHECK(state.counted == std::count(keep.begin(), keep.end(), true));
@@ -360,7 +372,8 @@ TEST_CASE("ohem_cross_entropy: gradients by finite differences with a stable kep
   for (bool weighted : {false, true}) {
     const auto weight = testing::random_tensor({4}, rng, 0.2f, 2.f);
     auto forward = [=](const host_tensor<float>& in, train::loss_state<cpu>& state) {
-      const float loss = train::ohem_cross_entropy_forward(params, in, y, state, weighted ? &weight : nullptr);
+      const float loss =
+          train::ohem_cross_entropy_forward(params, in, y, state, weighted ? &weight : nullptr);
       REQUIRE(state.threshold == 0.7f);
       return loss;
     };
@@ -368,7 +381,8 @@ TEST_CASE("ohem_cross_entropy: gradients by finite differences with a stable kep
                         host_tensor<float>& dx) {
       train::ohem_cross_entropy_backward(params, in, y, state, up, dx);
     };
-    testing::check_op(loss_case(std::string("ohem") + (weighted ? " weighted" : ""), x, forward, backward));
+    testing::check_op(
+        loss_case(std::string("ohem") + (weighted ? " weighted" : ""), x, forward, backward));
   }
 }
 
@@ -385,7 +399,8 @@ TEST_CASE("losses: results do not depend on the thread count; no allocation once
     std::vector<float> losses;
     losses.push_back(train::cross_entropy_forward({}, x, y, state, &weight, &ws));
     train::cross_entropy_backward({}, x, y, state, 1.f, dx);
-    losses.push_back(train::ohem_cross_entropy_forward({0.7f, 5000, 255}, x, y, state, &weight, &ws));
+    losses.push_back(
+        train::ohem_cross_entropy_forward({0.7f, 5000, 255}, x, y, state, &weight, &ws));
     train::ohem_cross_entropy_backward({0.7f, 5000, 255}, x, y, state, 1.f, dx);
     losses.push_back(train::bce_with_logits_forward({}, b, t, state, &ws));
     train::bce_with_logits_backward({}, b, t, state, 1.f, db);
@@ -459,7 +474,8 @@ TEST_CASE("losses: PyTorch parity (tests/reference/gen_losses.py)") {
           {"ohem_rank_weighted", 0.1f, 150, true},
           {"ohem_thresh_weighted", 0.7f, 20, true}}) {
       const train::ohem_params params{thresh, min_kept, 255};
-      const float loss = train::ohem_cross_entropy_forward(params, x, y, state, weighted ? &w : nullptr);
+      const float loss =
+          train::ohem_cross_entropy_forward(params, x, y, state, weighted ? &w : nullptr);
       auto dx = host_tensor<float>::zeros(x.shape());
       train::ohem_cross_entropy_backward(params, x, y, state, 1.f, dx);
       INFO(tag);

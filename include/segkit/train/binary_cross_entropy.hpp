@@ -51,9 +51,9 @@ SEGKIT_HOST_DEVICE void bce_element_backward(const float* x, const int32_t* t, c
 
 inline void throw_bad_target(const char* op, const shape& targets, int64_t index, int32_t value,
                              int32_t ignore_index) {
-  throw value_error(segkit::detail::concat_message(op, ": target ", value, " at position ",
-                                           position_of(targets, index), " (flat index ", index,
-                                           ") is not 0, 1 or ignore_index ", ignore_index));
+  throw value_error(segkit::detail::concat_message(
+      op, ": target ", value, " at position ", position_of(targets, index), " (flat index ", index,
+      ") is not 0, 1 or ignore_index ", ignore_index));
 }
 
 }  // namespace detail
@@ -98,8 +98,8 @@ inline void bce_with_logits_backward(const bce_params& params, const tensor<floa
   detail::check_bce_shapes(op, logits, targets);
   require_same_shape(op, "logits", logits.shape(), "dlogits", dlogits.shape());
   require<value_error>(state.pixels == logits.numel(), op, ": the state holds a forward over ",
-                       state.pixels, " elements but logits has shape ",
-                       logits.shape().to_string(), "; run the forward with this state first");
+                       state.pixels, " elements but logits has shape ", logits.shape().to_string(),
+                       "; run the forward with this state first");
   const float coef = static_cast<float>(double(upstream) * state.scale);
   if (coef == 0.f) return;
   const float* x = logits.data();

@@ -37,7 +37,7 @@ struct cross_entropy_params {
 };
 
 struct ohem_params {
-  float thresh = 0.7f;       // keep every pixel whose target probability is below this
+  float thresh = 0.7f;        // keep every pixel whose target probability is below this
   int64_t min_kept = 100000;  // ... and at least this many of the hardest (see above)
   int32_t ignore_index = 255;
 };
@@ -49,7 +49,9 @@ struct class_layout {
   int64_t batch = 0, classes = 0, inner = 0;
   SEGKIT_HOST_DEVICE int64_t pixels() const { return batch * inner; }
   // Offset of class 0 of pixel p in the logits.
-  SEGKIT_HOST_DEVICE int64_t base(int64_t p) const { return p / inner * classes * inner + p % inner; }
+  SEGKIT_HOST_DEVICE int64_t base(int64_t p) const {
+    return p / inner * classes * inner + p % inner;
+  }
 };
 
 template <class Device>
@@ -127,10 +129,10 @@ SEGKIT_HOST_DEVICE int class_pixel(const class_layout& l, const float* x, const 
 
 // OHEM's second pass at pixel p: `pw[p]` holds the target probability (or ohem_invalid) and
 // becomes the pixel weight, 0 unless the pixel is kept (probability < threshold).
-SEGKIT_HOST_DEVICE void ohem_keep_pixel(const class_layout& l, const float* x, const int32_t* labels,
-                                        const float* weight, float threshold, const float* lse,
-                                        float* pw, int64_t p, double& sum, double& weight_sum,
-                                        double& count) {
+SEGKIT_HOST_DEVICE void ohem_keep_pixel(const class_layout& l, const float* x,
+                                        const int32_t* labels, const float* weight, float threshold,
+                                        const float* lse, float* pw, int64_t p, double& sum,
+                                        double& weight_sum, double& count) {
   const float probability = pw[p];
   if (!(probability < threshold)) {  // invalid pixels hold 2 > any threshold
     pw[p] = 0.f;
@@ -153,7 +155,8 @@ SEGKIT_HOST_DEVICE void class_pixel_backward(const class_layout& l, const float*
   const float coef = static_cast<float>(factor * pw[p]);
   const int32_t y = labels[p];
   for (int64_t c = 0; c < l.classes; ++c)
-    dx[base + c * l.inner] += math::cross_entropy_gradient(x[base + c * l.inner], lse[p], c == y, coef);
+    dx[base + c * l.inner] +=
+        math::cross_entropy_gradient(x[base + c * l.inner], lse[p], c == y, coef);
 }
 
 inline void class_pixels_pass(const class_layout& l, const float* x, const int32_t* labels,
@@ -174,13 +177,15 @@ inline void class_backward_cpu(const class_layout& l, const float* x, const int3
   const float* lse = state.lse.data();
   const float* pw = state.pixel_weight.data();
   parallel_for(0, l.pixels(), 256, [&](int64_t first, int64_t last) {
-    for (int64_t p = first; p < last; ++p) class_pixel_backward(l, x, labels, lse, pw, factor, dx, p);
+    for (int64_t p = first; p < last; ++p)
+      class_pixel_backward(l, x, labels, lse, pw, factor, dx, p);
   });
 }
 
 template <class Device>
-void check_class_backward(const char* op, const class_layout& l, const tensor<float, Device>& logits,
-                          const loss_state<Device>& state, const tensor<float, Device>& dlogits) {
+void check_class_backward(const char* op, const class_layout& l,
+                          const tensor<float, Device>& logits, const loss_state<Device>& state,
+                          const tensor<float, Device>& dlogits) {
   require_same_shape(op, "logits", logits.shape(), "dlogits", dlogits.shape());
   require<value_error>(state.pixels == l.pixels() && state.lse.numel() >= l.pixels(), op,
                        ": the state holds a forward over ", state.pixels,
@@ -219,9 +224,8 @@ inline float cross_entropy_forward(const cross_entropy_params& params,
                             params.ignore_index);
   state.counted = static_cast<int64_t>(total.count);
   state.weight_sum = total.weight;
-  state.scale = params.reduction == loss_reduction::sum
-                    ? (total.count > 0 ? 1.0 : 0.0)
-                    : detail::inverse_or_zero(total.weight);
+  state.scale = params.reduction == loss_reduction::sum ? (total.count > 0 ? 1.0 : 0.0)
+                                                        : detail::inverse_or_zero(total.weight);
   state.loss = static_cast<float>(total.sum * state.scale);
   return state.loss;
 }
@@ -229,9 +233,8 @@ inline float cross_entropy_forward(const cross_entropy_params& params,
 // dlogits += upstream * dloss/dlogits, from the state the forward filled.
 inline void cross_entropy_backward(const cross_entropy_params& params,
                                    const tensor<float, cpu>& logits,
-                                   const tensor<int32_t, cpu>& labels,
-                                   const loss_state<cpu>& state, float upstream,
-                                   tensor<float, cpu>& dlogits) {
+                                   const tensor<int32_t, cpu>& labels, const loss_state<cpu>& state,
+                                   float upstream, tensor<float, cpu>& dlogits) {
   (void)params;
   const char* op = "cross_entropy_backward";
   const auto l = detail::check_class_logits<cpu>(op, logits, labels, nullptr);
@@ -241,8 +244,7 @@ inline void cross_entropy_backward(const cross_entropy_params& params,
 
 // OHEM cross-entropy forward (METHODS.md §3; HRNet's OhemCrossEntropy).
 inline float ohem_cross_entropy_forward(const ohem_params& params, const tensor<float, cpu>& logits,
-                                        const tensor<int32_t, cpu>& labels,
-                                        loss_state<cpu>& state,
+                                        const tensor<int32_t, cpu>& labels, loss_state<cpu>& state,
                                         const tensor<float, cpu>* weight = nullptr,
                                         workspace<cpu>* ws = nullptr) {
   const char* op = "ohem_cross_entropy_forward";
@@ -327,9 +329,8 @@ float ohem_cross_entropy_forward(const ohem_params& params, const tensor<float, 
                                  const tensor<float, cuda>* weight = nullptr,
                                  workspace<cuda>* ws = nullptr);
 void ohem_cross_entropy_backward(const ohem_params& params, const tensor<float, cuda>& logits,
-                                 const tensor<int32_t, cuda>& labels,
-                                 const loss_state<cuda>& state, float upstream,
-                                 tensor<float, cuda>& dlogits);
+                                 const tensor<int32_t, cuda>& labels, const loss_state<cuda>& state,
+                                 float upstream, tensor<float, cuda>& dlogits);
 #endif
 
 }  // namespace segkit::train

@@ -32,7 +32,7 @@ template <class Device>
 struct loss_state {
   tensor<float, Device> lse;
   tensor<float, Device> pixel_weight;
-  int64_t pixels = 0;     // pixel (or element) count of the last forward
+  int64_t pixels = 0;  // pixel (or element) count of the last forward
   double scale = 0;
   int64_t counted = 0;    // valid pixels (CE, BCE) or kept pixels (OHEM) in the last forward
   double weight_sum = 0;  // sum of the counted pixels' weights
@@ -137,7 +137,9 @@ void ensure_capacity(tensor<float, Device>& buffer, int64_t count) {
 // 1 / divisor, or 0 when nothing counts (divisor 0): the loss is then 0 with a zero gradient.
 // PyTorch gives NaN for a mean over zero pixels; a crop without labels must not poison
 // training, so we give 0.
-inline double inverse_or_zero(double divisor) { return divisor != 0 ? 1.0 / divisor : 0.0; }
+inline double inverse_or_zero(double divisor) {
+  return divisor != 0 ? 1.0 / divisor : 0.0;
+}
 
 // The labels of logits [N, C, d1, ...]: [N, d1, ...] ([N] for [N, C]).
 inline shape labels_shape_for(const shape& logits) {
