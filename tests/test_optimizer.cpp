@@ -7,10 +7,14 @@
 
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <random>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include <vector>
+
+#include <unistd.h>
 
 #include "op_checker.hpp"
 #include "segkit/tensor/safetensors.hpp"
@@ -170,7 +174,8 @@ TEST_CASE("sgd: matches a plain re-implementation over five steps") {
     options.nesterov = c.nesterov;
     options.decay_filter = [](const std::string& name) { return !is_bias(name); };
     train::sgd<cpu> opt(nn::parameters_of(module), options);
-    naive_sgd w{0, c.momentum, c.dampening, c.weight_decay, c.nesterov, as_double(module.weight.value), {}};
+    naive_sgd w{
+        0, c.momentum, c.dampening, c.weight_decay, c.nesterov, as_double(module.weight.value), {}};
     naive_sgd b{0, c.momentum, c.dampening, 0.0, c.nesterov, as_double(module.bias.value), {}};
     for (double lr : lrs) {
       module.weight.grad = testing::random_tensor(module.weight.shape(), rng);
@@ -203,7 +208,8 @@ TEST_CASE("adamw: matches the textbook formulas over five steps") {
       options.amsgrad = amsgrad;
       options.decay_filter = [](const std::string& name) { return !is_bias(name); };
       train::adamw<cpu> opt(nn::parameters_of(module), options);
-      naive_adamw w{0, 0.85, 0.99, 1e-6, weight_decay, amsgrad, as_double(module.weight.value), {}, {}, {}};
+      naive_adamw w{0,  0.85, 0.99, 1e-6, weight_decay, amsgrad, as_double(module.weight.value),
+                    {}, {},   {}};
       naive_adamw b{0, 0.85, 0.99, 1e-6, 0.0, amsgrad, as_double(module.bias.value), {}, {}, {}};
       for (double lr : lrs) {
         // Gradients whose scale changes per step, so AMSGrad's maximum differs from v.
@@ -352,15 +358,15 @@ TEST_CASE("optimizers: visit_state names, order, prefix and shapes") {
     train::sgd_options o;
     o.momentum = 0.9;
     train::sgd<cpu> opt(nn::parameters_of(module), o);
-    CHECK(collect(opt, "") == std::vector<std::string>{
-                                  "0.weight.momentum_buffer " + w, "0.bias.momentum_buffer " + v,
-                                  "1.weight.momentum_buffer " + v, "1.bias.momentum_buffer " + v,
-                                  "step " + one});
+    CHECK(collect(opt, "") ==
+          std::vector<std::string>{"0.weight.momentum_buffer " + w, "0.bias.momentum_buffer " + v,
+                                   "1.weight.momentum_buffer " + v, "1.bias.momentum_buffer " + v,
+                                   "step " + one});
     CHECK(collect(opt, "optimizer") ==
-          std::vector<std::string>{"optimizer.0.weight.momentum_buffer " + w,
-                                   "optimizer.0.bias.momentum_buffer " + v,
-                                   "optimizer.1.weight.momentum_buffer " + v,
-                                   "optimizer.1.bias.momentum_buffer " + v, "optimizer.step " + one});
+          std::vector<std::string>{
+              "optimizer.0.weight.momentum_buffer " + w, "optimizer.0.bias.momentum_buffer " + v,
+              "optimizer.1.weight.momentum_buffer " + v, "optimizer.1.bias.momentum_buffer " + v,
+              "optimizer.step " + one});
   }
   {
     train::sgd<cpu> opt(nn::parameters_of(module), train::sgd_options{});  // no momentum
@@ -406,9 +412,8 @@ void check_resume(const Options& options, int first, int more, const std::string
   temp_file checkpoint(label + ".safetensors");
   {
     tensor_file file;
-    original.visit_parameters("model", [&](const std::string& name, nn::parameter<cpu>& p) {
-      file.set(name, p.value);
-    });
+    original.visit_parameters(
+        "model", [&](const std::string& name, nn::parameter<cpu>& p) { file.set(name, p.value); });
     opt.visit_state("optimizer", [&](const std::string& name, auto& t) { file.set(name, t); });
     file.save(checkpoint.path);
   }
@@ -448,7 +453,8 @@ void check_resume(const Options& options, int first, int more, const std::string
 
 }  // namespace
 
-TEST_CASE("optimizers: state saved to and restored from a safetensors file resumes bit-identically") {
+TEST_CASE(
+    "optimizers: state saved to and restored from a safetensors file resumes bit-identically") {
   train::sgd_options momentum;
   momentum.momentum = 0.9;
   momentum.weight_decay = 1e-4;

@@ -166,7 +166,9 @@ TEST_CASE("schedules: bad arguments throw naming the value") {
   CHECK_THROWS_WITH(step_with([](auto& o) { o.milestones = {5}, o.step_size = 3; }),
                     Catch::Contains("milestones or a step_size"));
   CHECK_THROWS_WITH(step_with([](auto& o) { o.step_size = -4; }), Catch::Contains("-4"));
-  CHECK_THROWS_WITH(step_with([](auto& o) { o.milestones = {10, 10}; }),
+  CHECK_THROWS_WITH(step_with([](auto& o) {
+                      o.milestones = {10, 10};
+                    }),
                     Catch::Contains("increase"));
   CHECK_THROWS_WITH(step_with([](auto& o) { o.milestones = {-1}; }), Catch::Contains("-1"));
   CHECK_THROWS_WITH(step_with([](auto& o) { o.step_size = 2, o.gamma = 0; }),

@@ -44,19 +44,19 @@ using weight_decay_filter = std::function<bool(const std::string& parameter_name
 
 struct sgd_options {
   double lr = 0.01;
-  double momentum = 0.0;      // [0, 1)
-  double dampening = 0.0;     // [0, 1]
-  double weight_decay = 0.0;  // >= 0, added to the gradient: g += weight_decay * p
-  bool nesterov = false;      // needs momentum > 0 and dampening 0 (as PyTorch)
+  double momentum = 0.0;             // [0, 1)
+  double dampening = 0.0;            // [0, 1]
+  double weight_decay = 0.0;         // >= 0, added to the gradient: g += weight_decay * p
+  bool nesterov = false;             // needs momentum > 0 and dampening 0 (as PyTorch)
   weight_decay_filter decay_filter;  // true = this parameter decays; empty = all decay
 };
 
 struct adamw_options {
   double lr = 1e-3;
-  double beta1 = 0.9;         // [0, 1)
-  double beta2 = 0.999;       // [0, 1)
-  double eps = 1e-8;          // > 0
-  double weight_decay = 1e-2; // >= 0, decoupled: p *= 1 - lr * weight_decay
+  double beta1 = 0.9;          // [0, 1)
+  double beta2 = 0.999;        // [0, 1)
+  double eps = 1e-8;           // > 0
+  double weight_decay = 1e-2;  // >= 0, decoupled: p *= 1 - lr * weight_decay
   bool amsgrad = false;
   weight_decay_filter decay_filter;
 };
@@ -219,8 +219,8 @@ class optimizer_base {
                  double weight_decay, const weight_decay_filter& filter)
       : op_(op), params_(std::move(params)), step_tensor_(shape{1}) {
     set_lr(lr);
-    require_range(op_, "weight_decay", weight_decay, weight_decay >= 0 && std::isfinite(weight_decay),
-                  "finite and >= 0");
+    require_range(op_, "weight_decay", weight_decay,
+                  weight_decay >= 0 && std::isfinite(weight_decay), "finite and >= 0");
     require<value_error>(!params_.empty(), op_, ": the parameter list is empty");
     for (const auto& entry : params_) {
       require<value_error>(entry.param != nullptr, op_, ": parameter \"", entry.name,
@@ -250,8 +250,10 @@ class optimizer_base {
   void visit_step(const std::string& prefix, Visitor& f) {
     step_tensor_.fill(step_);
     f(nn::join_name(prefix, "step"), step_tensor_);
-    require<shape_error>(step_tensor_.numel() == 1, op_, ": state \"step\" must hold one value, "
-                         "got shape ", step_tensor_.shape().to_string());
+    require<shape_error>(step_tensor_.numel() == 1, op_,
+                         ": state \"step\" must hold one value, "
+                         "got shape ",
+                         step_tensor_.shape().to_string());
     int64_t restored = 0;
     if constexpr (std::is_same_v<Device, cpu>)
       restored = step_tensor_[0];
@@ -271,7 +273,8 @@ class optimizer_base {
 
 }  // namespace detail
 
-// ---- SGD -------------------------------------------------------------------------------------------
+// ---- SGD
+// -------------------------------------------------------------------------------------------
 template <class Device = cpu>
 class sgd : public detail::optimizer_base<Device> {
   using base = detail::optimizer_base<Device>;
@@ -300,10 +303,9 @@ class sgd : public detail::optimizer_base<Device> {
     for (size_t k = 0; k < this->params_.size(); ++k) {
       auto& entry = this->params_[k];
       this->check_grad(entry);
-      const math::sgd_scalars s{static_cast<float>(this->lr_),
-                                static_cast<float>(options_.momentum),
-                                static_cast<float>(1.0 - options_.dampening),
-                                static_cast<float>(this->decay_[k])};
+      const math::sgd_scalars s{
+          static_cast<float>(this->lr_), static_cast<float>(options_.momentum),
+          static_cast<float>(1.0 - options_.dampening), static_cast<float>(this->decay_[k])};
       sgd_update(s, options_.nesterov, first, entry.param->value, entry.param->grad,
                  buffers_.empty() ? nullptr : &buffers_[k]);
     }
@@ -330,7 +332,8 @@ class sgd : public detail::optimizer_base<Device> {
   std::vector<tensor<float, Device>> buffers_;  // empty when momentum is 0
 };
 
-// ---- AdamW -----------------------------------------------------------------------------------------
+// ---- AdamW
+// -----------------------------------------------------------------------------------------
 template <class Device = cpu>
 class adamw : public detail::optimizer_base<Device> {
   using base = detail::optimizer_base<Device>;
@@ -385,7 +388,8 @@ class adamw : public detail::optimizer_base<Device> {
       const std::string& param_name = this->params_[k].name;
       visit_one(prefix, param_name + ".exp_avg", exp_avg_[k], k, f);
       visit_one(prefix, param_name + ".exp_avg_sq", exp_avg_sq_[k], k, f);
-      if (options_.amsgrad) visit_one(prefix, param_name + ".max_exp_avg_sq", max_exp_avg_sq_[k], k, f);
+      if (options_.amsgrad)
+        visit_one(prefix, param_name + ".max_exp_avg_sq", max_exp_avg_sq_[k], k, f);
     }
     this->visit_step(prefix, f);
   }

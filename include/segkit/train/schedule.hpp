@@ -25,8 +25,8 @@
 namespace segkit::train {
 
 struct warmup_options {
-  int64_t iters = 0;    // 0 = no warm-up
-  double ratio = 0.1;   // lr at iteration 0 is ratio * (regular lr); in [0, 1]
+  int64_t iters = 0;   // 0 = no warm-up
+  double ratio = 0.1;  // lr at iteration 0 is ratio * (regular lr); in [0, 1]
 };
 
 class lr_schedule {
@@ -54,8 +54,8 @@ class lr_schedule {
   virtual double regular_lr(int64_t iteration) const = 0;
 
   void check_min_lr(double base_lr, double min_lr) const {
-    require<value_error>(min_lr >= 0 && min_lr <= base_lr, name_, ": min_lr must be in [0, base_lr = ",
-                         base_lr, "], got ", min_lr);
+    require<value_error>(min_lr >= 0 && min_lr <= base_lr, name_,
+                         ": min_lr must be in [0, base_lr = ", base_lr, "], got ", min_lr);
   }
   void check_max_iters(int64_t max_iters) const {
     require<value_error>(max_iters > 0, name_, ": max_iters must be > 0, got ", max_iters);
@@ -112,10 +112,10 @@ class step_schedule : public lr_schedule {
                          "step_schedule: gamma must be finite and > 0, got ", options.gamma);
     require<value_error>(options.milestones.empty() != (options.step_size == 0),
                          "step_schedule: give either milestones or a step_size (got ",
-                         options.milestones.size(), " milestones and step_size ",
-                         options.step_size, ")");
-    require<value_error>(options.step_size >= 0,
-                         "step_schedule: step_size must be > 0, got ", options.step_size);
+                         options.milestones.size(), " milestones and step_size ", options.step_size,
+                         ")");
+    require<value_error>(options.step_size >= 0, "step_schedule: step_size must be > 0, got ",
+                         options.step_size);
     for (size_t k = 0; k < options.milestones.size(); ++k) {
       const int64_t m = options.milestones[k];
       require<value_error>(m >= 0, "step_schedule: milestone ", k, " must be >= 0, got ", m);
