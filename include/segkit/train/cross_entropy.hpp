@@ -27,6 +27,8 @@
 //     order like the values), 8 bits per pass, histograms read back to the host.
 #pragma once
 #include <algorithm>
+#include <cstring>
+
 #include "segkit/train/loss_common.hpp"
 
 namespace segkit::train {
@@ -288,7 +290,15 @@ inline float ohem_cross_entropy_forward(const ohem_params& params, const tensor<
   for (int64_t p = 0; p < pixels; ++p)
     if (pw[p] != detail::ohem_invalid) gathered[count++] = pw[p];
   const int64_t k = detail::ohem_rank(params.min_kept, n_valid);
-  std::nth_element(gathered, gathered + k, gathered + n_valid);
+  // Ordered by the float bits: the same order as the values for probabilities (>= 0), and a
+  // total order even with NaN logits (NaN would break nth_element's strict weak ordering); the
+  // CUDA radix select uses the same order.
+  std::nth_element(gathered, gathered + k, gathered + n_valid, [](float a, float b) {
+    uint32_t ua, ub;
+    std::memcpy(&ua, &a, sizeof(ua));
+    std::memcpy(&ub, &b, sizeof(ub));
+    return ua < ub;
+  });
   const float threshold = std::max(gathered[k], params.thresh);
   state.threshold = threshold;
 
