@@ -19,8 +19,10 @@
 //     here because every parameter steps together). SGD's "first step" (the momentum buffer
 //     starts as the first gradient, PyTorch's `buf is None`) is `step == 0`, so it is saved
 //     with the count. After f returns, the count is read back and every state shape is
-//     checked, so loading a checkpoint through visit_state resumes bit-identically;
-//   - a weight-decay filter (options.weight_decay_filter, name -> bool; empty = all) gives
+//     checked; a visitor may also keep the tensors and write them after visit_state returns
+//     (the count is read back at its next use), so loading a checkpoint through visit_state
+//     resumes bit-identically;
+//   - a weight-decay filter (options.decay_filter, name -> bool; empty = all) gives
 //     the parameters it rejects weight decay 0, like a PyTorch param group with
 //     weight_decay=0 (the usual choice for biases and norm weights).
 #pragma once
@@ -208,7 +210,10 @@ class optimizer_base {
     lr_ = lr;
   }
   // step() calls completed (restored by visit_state).
-  int64_t steps_taken() const { return step_; }
+  int64_t steps_taken() const {
+    sync_step();
+    return step_;
+  }
   size_t parameter_count() const { return params_.size(); }
   void zero_grad() {
     for (auto& entry : params_) entry.param->grad.zero();
@@ -246,13 +251,24 @@ class optimizer_base {
                          entry.name, "\" has shape ", entry.param->value.shape().to_string());
   }
 
+  // The count is shown to visitors as a tensor, and a visitor may write it during the visit
+  // or only after visit_state returns (train/checkpoint.hpp collects every target, validates
+  // the whole file, then copies). So after a visit the tensor is the truth until the count is
+  // next used: sync_step() reads it back then (one 8-byte copy on cuda, only after a visit).
   template <class Visitor>
   void visit_step(const std::string& prefix, Visitor& f) {
+    sync_step();
     step_tensor_.fill(step_);
     f(nn::join_name(prefix, "step"), step_tensor_);
+    step_visited_ = true;
+    sync_step();  // a visitor that wrote at once is checked at once
+    step_visited_ = true;
+  }
+
+  void sync_step() const {
+    if (!step_visited_) return;
     require<shape_error>(step_tensor_.numel() == 1, op_,
-                         ": state \"step\" must hold one value, "
-                         "got shape ",
+                         ": state \"step\" must hold one value, got shape ",
                          step_tensor_.shape().to_string());
     int64_t restored = 0;
     if constexpr (std::is_same_v<Device, cpu>)
@@ -261,13 +277,15 @@ class optimizer_base {
       restored = to<cpu>(step_tensor_)[0];
     require<value_error>(restored >= 0, op_, ": state \"step\" must be >= 0, got ", restored);
     step_ = restored;
+    step_visited_ = false;
   }
 
   const char* op_;
   std::vector<nn::named_parameter<Device>> params_;
   std::vector<double> decay_;  // per parameter, after the filter
   double lr_ = 0;
-  int64_t step_ = 0;
+  mutable int64_t step_ = 0;
+  mutable bool step_visited_ = false;    // step_tensor_ may hold a newer count than step_
   tensor<int64_t, Device> step_tensor_;  // the count as visit_state shows it
 };
 
@@ -299,6 +317,7 @@ class sgd : public detail::optimizer_base<Device> {
   const sgd_options& options() const { return options_; }
 
   void step() {
+    this->sync_step();
     const bool first = this->step_ == 0;
     for (size_t k = 0; k < this->params_.size(); ++k) {
       auto& entry = this->params_[k];
@@ -358,6 +377,7 @@ class adamw : public detail::optimizer_base<Device> {
   const adamw_options& options() const { return options_; }
 
   void step() {
+    this->sync_step();
     const int64_t step = this->step_ + 1;
     const double lr = this->lr_;
     // As PyTorch: Python floats (double), rounded to float where they meet the tensors.
