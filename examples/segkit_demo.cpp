@@ -1,12 +1,13 @@
 // segkit_demo — the main job until the trainers exist (README, first command).
 //
-// A tiny segmentation network wired by hand from segkit's ops (conv2d, batch norm, ReLU,
-// adaptive average pooling with a broadcast add, bilinear resize, log-softmax), trained with
-// SGD + momentum on generated scenes: a sky gradient over textured ground, with rectangles
-// and discs as objects. It prints what it computed (shapes, the loss falling, the pixel
-// accuracy rising) and how fast each op ran, forward and backward.
+// A small segmentation network written as a segkit network type (conv, batch norm, ReLU, a
+// residual block, a context branch concatenated on channels, bilinear upsampling), trained
+// with cross-entropy and SGD (momentum, weight decay, poly schedule with warm-up) on generated
+// scenes: a sky gradient over textured ground, with boxes and discs as objects. It prints the
+// loss falling and the pixel accuracy rising, then evaluates on held-out scenes in eval mode
+// (pixel accuracy, per-class IoU, mIoU) and reports the time per step.
 //
-// Usage: segkit_demo [steps (default 60)] [batch (default 4)] [size (default 64)]
+// Usage: segkit_demo [--steps N] [--batch N] [--size N] [--save checkpoint.safetensors]
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -17,16 +18,15 @@
 #include <string>
 #include <vector>
 
-#include "segkit/ops/activation.hpp"
-#include "segkit/ops/batch_norm.hpp"
-#include "segkit/ops/conv2d.hpp"
-#include "segkit/ops/elementwise.hpp"
-#include "segkit/ops/pooling.hpp"
-#include "segkit/ops/resize.hpp"
-#include "segkit/ops/softmax.hpp"
+#include "segkit/nn/network.hpp"
+#include "segkit/train/checkpoint.hpp"
+#include "segkit/train/cross_entropy.hpp"
+#include "segkit/train/optimizer.hpp"
+#include "segkit/train/schedule.hpp"
 
 using namespace segkit;
 using tensor_f = host_tensor<float>;
+namespace nn = segkit::nn;
 
 namespace {
 
@@ -65,183 +65,40 @@ void draw_scene(std::mt19937& rng, int64_t size, float* image, int32_t* label) {
   }
 }
 
-// ---- timing ---------------------------------------------------------------------------------
-struct op_timer {
-  std::map<std::string, double> seconds;
-  template <class Work>
-  void run(const std::string& name, const Work& work) {
-    const auto start = std::chrono::steady_clock::now();
-    work();
-    seconds[name] += std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  }
-};
+// ---- the network: one type, channels checked at compile time ----------------------------
+using block = nn::residual<nn::seq<nn::conv<32>, nn::batch_norm, nn::relu, nn::conv<32>, nn::batch_norm>>;
+using context_branch = nn::seq<nn::avg_pool<4>, nn::conv<16, 1>, nn::relu, nn::upsample<4>>;
+using model = nn::seq<nn::conv<16, 3, 2>, nn::batch_norm, nn::relu,  // 1/2
+                      nn::conv<32, 3, 2>, nn::batch_norm, nn::relu,  // 1/4
+                      block, nn::relu,
+                      nn::concat<nn::identity, context_branch>,      // 32 + 16 channels
+                      nn::conv<class_count, 1, 1, 0, 1, 1, true>,    // classifier
+                      nn::upsample<4>>;                              // back to full size
+using network_type = nn::network<3, model>;
+static_assert(network_type::out_channels == class_count);
 
-// ---- the network ----------------------------------------------------------------------------
-struct parameter {
-  std::string name;
-  tensor_f value, grad, velocity;
-  explicit parameter(std::string n, const shape& s)
-      : name(std::move(n)), value(s), grad(tensor_f::zeros(s)), velocity(tensor_f::zeros(s)) {}
-};
-
-void kaiming(tensor_f& w, std::mt19937& rng) {
-  const double fan_in = double(w.numel()) / double(w.size(0));
-  std::normal_distribution<float> normal(0.f, float(std::sqrt(2.0 / fan_in)));
-  for (int64_t i = 0; i < w.numel(); ++i) w[i] = normal(rng);
+double seconds_since(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-struct conv_bn_relu {
-  ops::conv2d_params conv;
-  parameter weight, gamma, beta;
-  tensor_f running_mean, running_var, saved_mean, saved_inv_std;
-  tensor_f conv_out, bn_out, out, d_conv_out, d_bn_out, d_out;
+void draw_batch(std::mt19937& rng, tensor_f& images, host_tensor<int32_t>& labels) {
+  const int64_t size = images.size(2), plane = size * size;
+  for (int64_t n = 0; n < images.size(0); ++n)
+    draw_scene(rng, size, images.data() + n * 3 * plane, labels.data() + n * plane);
+}
 
-  conv_bn_relu(const std::string& name, int64_t in, int64_t out_channels, int64_t stride,
-               std::mt19937& rng)
-      : weight(name + ".conv.weight", {out_channels, in, 3, 3}),
-        gamma(name + ".bn.weight", {out_channels}),
-        beta(name + ".bn.bias", {out_channels}),
-        running_mean(tensor_f::zeros({out_channels})),
-        running_var({out_channels}),
-        saved_mean({out_channels}),
-        saved_inv_std({out_channels}) {
-    conv.stride_h = conv.stride_w = stride;
-    conv.pad_h = conv.pad_w = 1;
-    kaiming(weight.value, rng);
-    gamma.value.fill(1.f);
-    beta.value.zero();
-    running_var.fill(1.f);
-  }
-  void setup(const shape& input) {  // every buffer planned once, reused each step
-    const shape s = ops::conv2d_output_shape(conv, input, weight.value.shape());
-    for (tensor_f* t : {&conv_out, &bn_out, &out, &d_conv_out, &d_bn_out, &d_out}) *t = tensor_f(s);
-  }
-  const tensor_f& forward(const tensor_f& x, op_timer& timer) {
-    timer.run("conv2d", [&] { ops::conv2d_forward(conv, x, weight.value, nullptr, conv_out); });
-    timer.run("batch_norm", [&] {
-      ops::batch_norm_forward({1e-5f, 0.1f, true}, conv_out, gamma.value, beta.value, running_mean,
-                              running_var, bn_out, saved_mean, saved_inv_std);
-    });
-    timer.run("relu", [&] { ops::activation_forward({ops::activation::relu}, bn_out, out); });
-    return out;
-  }
-  // Reads d_out (which the caller filled), adds into dx when given.
-  void backward(const tensor_f& x, tensor_f* dx, op_timer& timer) {
-    d_bn_out.zero();
-    d_conv_out.zero();
-    timer.run("relu backward", [&] {
-      ops::activation_backward({ops::activation::relu}, bn_out, out, d_out, d_bn_out);
-    });
-    timer.run("batch_norm backward", [&] {
-      ops::batch_norm_backward({1e-5f, 0.1f, true}, conv_out, gamma.value, saved_mean,
-                               saved_inv_std, d_bn_out, &d_conv_out, &gamma.grad, &beta.grad);
-    });
-    timer.run("conv2d backward", [&] {
-      ops::conv2d_backward(conv, x, weight.value, d_conv_out, dx, &weight.grad, nullptr);
-    });
-  }
-};
-
-struct demo_network {
-  conv_bn_relu stem, body;
-  parameter head_weight, head_bias;
-  ops::conv2d_params head_conv;                       // 1x1
-  ops::resize_params upsample{ops::resize_mode::bilinear, false};
-  tensor_f context, with_context, coarse_logits, logits, log_probs;
-  tensor_f d_log_probs, d_logits, d_coarse_logits, d_with_context, d_context;
-
-  explicit demo_network(std::mt19937& rng)
-      : stem("stem", 3, 16, 2, rng),
-        body("body", 16, 32, 2, rng),
-        head_weight("head.weight", {class_count, 32, 1, 1}),
-        head_bias("head.bias", {class_count}) {
-    kaiming(head_weight.value, rng);
-    head_bias.value.zero();
-  }
-  std::vector<parameter*> parameters() {
-    return {&stem.weight, &stem.gamma, &stem.beta, &body.weight, &body.gamma,
-            &body.beta,   &head_weight, &head_bias};
-  }
-  void setup(const shape& input) {
-    stem.setup(input);
-    body.setup(stem.out.shape());
-    const shape features = body.out.shape(), pooled{features[0], features[1], 1, 1};
-    context = tensor_f(pooled);
-    d_context = tensor_f(pooled);
-    with_context = tensor_f(features);
-    d_with_context = tensor_f(features);
-    const shape coarse = ops::conv2d_output_shape(head_conv, features, head_weight.value.shape());
-    coarse_logits = tensor_f(coarse);
-    d_coarse_logits = tensor_f(coarse);
-    const shape full = ops::resize_output_shape(coarse, input[2], input[3]);
-    for (tensor_f* t : {&logits, &log_probs, &d_log_probs, &d_logits}) *t = tensor_f(full);
-  }
-  const tensor_f& forward(const tensor_f& images, op_timer& timer) {
-    const tensor_f& features = body.forward(stem.forward(images, timer), timer);
-    // Global context: each pixel's feature plus the image's mean feature (broadcast add).
-    timer.run("adaptive_avg_pool2d", [&] { ops::adaptive_avg_pool2d_forward(features, context); });
-    timer.run("add (broadcast)", [&] { ops::add(features, context, with_context); });
-    timer.run("conv2d", [&] {
-      ops::conv2d_forward(head_conv, with_context, head_weight.value, &head_bias.value,
-                          coarse_logits);
-    });
-    timer.run("resize", [&] { ops::resize_forward(upsample, coarse_logits, logits); });
-    timer.run("log_softmax", [&] { ops::log_softmax_forward({1}, logits, log_probs); });
-    return log_probs;
-  }
-  void backward(const tensor_f& images, op_timer& timer) {
-    for (tensor_f* t : {&d_logits, &d_coarse_logits, &d_with_context, &d_context, &body.d_out,
-                        &stem.d_out})
-      t->zero();
-    timer.run("log_softmax backward",
-              [&] { ops::log_softmax_backward({1}, log_probs, d_log_probs, d_logits); });
-    timer.run("resize backward",
-              [&] { ops::resize_backward(upsample, d_logits, d_coarse_logits); });
-    timer.run("conv2d backward", [&] {
-      ops::conv2d_backward(head_conv, with_context, head_weight.value, d_coarse_logits,
-                           &d_with_context, &head_weight.grad, &head_bias.grad);
-    });
-    timer.run("add backward",
-              [&] { ops::add_backward(d_with_context, &body.d_out, &d_context); });
-    timer.run("adaptive_avg_pool2d backward",
-              [&] { ops::adaptive_avg_pool2d_backward(d_context, body.d_out); });
-    body.backward(stem.out, &stem.d_out, timer);
-    stem.backward(images, nullptr, timer);
-  }
-};
-
-// Mean negative log-likelihood over all pixels; writes its gradient into d_log_probs and
-// counts correct argmax predictions.
-double nll_loss(const tensor_f& log_probs, const std::vector<int32_t>& labels,
-                tensor_f& d_log_probs, int64_t& correct) {
-  const int64_t batch = log_probs.size(0), plane = log_probs.size(2) * log_probs.size(3);
-  const double count = double(batch * plane);
-  d_log_probs.zero();
-  double loss = 0;
-  correct = 0;
-  for (int64_t n = 0; n < batch; ++n)
+// Adds the argmax predictions of `logits` against `labels` to a confusion matrix.
+void accumulate_confusion(const tensor_f& logits, const host_tensor<int32_t>& labels,
+                          std::vector<int64_t>& confusion) {
+  const int64_t plane = logits.size(2) * logits.size(3);
+  for (int64_t n = 0; n < logits.size(0); ++n)
     for (int64_t p = 0; p < plane; ++p) {
-      const int32_t truth = labels[size_t(n * plane + p)];
-      const float* row = log_probs.data() + n * class_count * plane + p;
+      const float* row = logits.data() + n * class_count * plane + p;
       int best = 0;
       for (int k = 1; k < class_count; ++k)
         if (row[k * plane] > row[best * plane]) best = k;
-      correct += best == truth;
-      loss -= row[truth * plane];
-      d_log_probs.data()[n * class_count * plane + truth * plane + p] = float(-1.0 / count);
+      confusion[size_t(labels[n * plane + p] * class_count + best)] += 1;
     }
-  return loss / count;
-}
-
-void sgd_step(demo_network& net, float learning_rate, float momentum, float weight_decay) {
-  for (parameter* p : net.parameters()) {
-    for (int64_t i = 0; i < p->value.numel(); ++i) {
-      const float g = p->grad[i] + weight_decay * p->value[i];
-      p->velocity[i] = momentum * p->velocity[i] + g;
-      p->value[i] -= learning_rate * p->velocity[i];
-    }
-    p->grad.zero();
-  }
 }
 
 int parse_positive(const char* text, const char* what) {
@@ -256,80 +113,137 @@ int parse_positive(const char* text, const char* what) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc > 1 && (std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h")) {
-    std::printf("usage: segkit_demo [steps=60] [batch=4] [size=64]\n");
-    return 0;
+  int steps = 60, batch = 4, size = 64;
+  std::string save_path;
+  for (int i = 1; i < argc; ++i) {
+    const std::string flag = argv[i];
+    if (flag == "--help" || flag == "-h") {
+      std::printf("usage: segkit_demo [--steps N=60] [--batch N=4] [--size N=64 (multiple of 16)] "
+                  "[--save checkpoint.safetensors]\n");
+      return 0;
+    }
+    if (i + 1 >= argc) {
+      std::fprintf(stderr, "segkit_demo: %s needs a value (see --help)\n", flag.c_str());
+      return 2;
+    }
+    const char* value = argv[++i];
+    if (flag == "--steps") steps = parse_positive(value, "--steps");
+    else if (flag == "--batch") batch = parse_positive(value, "--batch");
+    else if (flag == "--size") size = parse_positive(value, "--size");
+    else if (flag == "--save") save_path = value;
+    else {
+      std::fprintf(stderr, "segkit_demo: unknown flag %s (see --help)\n", flag.c_str());
+      return 2;
+    }
   }
-  const int steps = argc > 1 ? parse_positive(argv[1], "steps") : 60;
-  const int64_t batch = argc > 2 ? parse_positive(argv[2], "batch") : 4;
-  const int64_t size = argc > 3 ? parse_positive(argv[3], "size") : 64;
-  if (size % 4 != 0) {
-    std::fprintf(stderr, "segkit_demo: size must be a multiple of 4 (two stride-2 convs), got %lld\n",
-                 static_cast<long long>(size));
+  if (size % 16 != 0) {
+    std::fprintf(stderr, "segkit_demo: --size must be a multiple of 16 (strides 2, 2, then a "
+                         "4x4 context pool), got %d\n", size);
     return 2;
   }
 
-  std::mt19937 rng(2026);
-  demo_network net(rng);
+  network_type net(/*seed=*/2026);
   const shape input{batch, 3, size, size};
   net.setup(input);
-  tensor_f images(input);
-  std::vector<int32_t> labels(size_t(batch * size * size));
+  tensor_f images(input), dlogits(net.output_shape());
+  host_tensor<int32_t> labels({batch, size, size});
+  train::loss_state<cpu> loss_state;
+  train::sgd_options sgd_options;
+  sgd_options.momentum = 0.9;
+  sgd_options.weight_decay = 1e-4;
+  train::sgd<cpu> optimizer(nn::parameters_of<cpu>(net), sgd_options);
+  train::poly_options poly;
+  poly.base_lr = 0.05;
+  poly.max_iters = steps;
+  poly.warmup.iters = std::min(5, steps - 1);
+  train::poly_schedule schedule(poly);
 
-  int64_t parameter_count = 0;
-  for (parameter* p : net.parameters()) parameter_count += p->value.numel();
   std::printf("segkit demo: a small segmentation network trained on generated scenes (%d threads)\n",
               num_threads());
-  std::printf("  input %s -> stem %s -> body %s -> +global context -> logits %s -> upsampled %s\n",
-              input.to_string().c_str(), net.stem.out.shape().to_string().c_str(),
-              net.body.out.shape().to_string().c_str(), net.coarse_logits.shape().to_string().c_str(),
-              net.logits.shape().to_string().c_str());
-  std::printf("  %lld parameters; classes: sky, ground, box, disc; SGD lr 0.05, momentum 0.9\n\n",
-              static_cast<long long>(parameter_count));
+  std::printf("  input %s -> logits %s; %lld parameters\n", input.to_string().c_str(),
+              net.output_shape().to_string().c_str(), static_cast<long long>(net.parameter_count()));
+  std::printf("  classes: sky, ground, box, disc; cross-entropy, SGD momentum 0.9, poly lr 0.05 "
+              "with %lld warm-up steps\n\n", static_cast<long long>(poly.warmup.iters));
 
-  op_timer timer;
-  long long allocations_after_first_step = 0;
+  std::mt19937 rng(2026);
   double first_loss = 0, last_loss = 0, first_accuracy = 0, last_accuracy = 0;
+  double forward_s = 0, backward_s = 0, update_s = 0;
+  long long allocations_after_first_step = 0;
   const auto start = std::chrono::steady_clock::now();
-  for (int step = 1; step <= steps; ++step) {
-    const int64_t plane = size * size;
-    for (int64_t n = 0; n < batch; ++n)
-      draw_scene(rng, size, images.data() + n * 3 * plane, labels.data() + n * plane);
-    const tensor_f& log_probs = net.forward(images, timer);
+  for (int step = 0; step < steps; ++step) {
+    draw_batch(rng, images, labels);
+    auto t = std::chrono::steady_clock::now();
+    const tensor_f& logits = net.forward(images);
+    const double loss = train::cross_entropy_forward({}, logits, labels, loss_state);
+    forward_s += seconds_since(t);
+    std::vector<int64_t> confusion(class_count * class_count, 0);
+    accumulate_confusion(logits, labels, confusion);
     int64_t correct = 0;
-    const double loss = nll_loss(log_probs, labels, net.d_log_probs, correct);
-    const double accuracy = double(correct) / double(labels.size());
-    net.backward(images, timer);
-    sgd_step(net, 0.05f, 0.9f, 1e-4f);
+    for (int k = 0; k < class_count; ++k) correct += confusion[size_t(k * class_count + k)];
+    const double accuracy = double(correct) / double(labels.numel());
+
+    t = std::chrono::steady_clock::now();
+    dlogits.zero();
+    train::cross_entropy_backward({}, logits, labels, loss_state, 1.f, dlogits);
+    net.zero_grad();
+    net.backward(dlogits);
+    backward_s += seconds_since(t);
+    t = std::chrono::steady_clock::now();
+    optimizer.set_lr(schedule.lr_at(optimizer.steps_taken()));
+    optimizer.step();
+    update_s += seconds_since(t);
+
     if (!std::isfinite(loss)) {
-      std::fprintf(stderr, "segkit_demo: the loss became %f at step %d\n", loss, step);
+      std::fprintf(stderr, "segkit_demo: the loss became %f at step %d\n", loss, step + 1);
       return 1;
     }
-    if (step == 1) {
+    if (step == 0) {
       first_loss = loss, first_accuracy = accuracy;
-      // The shared workspace grows during the first step; after it nothing may allocate.
       allocations_after_first_step = allocations<cpu>().total.load();
     }
     last_loss = loss, last_accuracy = accuracy;
-    if (step == 1 || step % 10 == 0 || step == steps)
-      std::printf("  step %3d  loss %.4f  pixel accuracy %5.1f%%\n", step, loss, 100 * accuracy);
+    if (step == 0 || (step + 1) % 10 == 0 || step + 1 == steps)
+      std::printf("  step %3d  loss %.4f  pixel accuracy %5.1f%%  lr %.4f\n", step + 1, loss,
+                  100 * accuracy, optimizer.lr());
   }
-  const double total = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double total = seconds_since(start);
   const long long step_allocations = allocations<cpu>().total.load() - allocations_after_first_step;
 
-  std::printf("\n  loss %.4f -> %.4f, pixel accuracy %.1f%% -> %.1f%% (chance %.1f%%)\n", first_loss,
-              last_loss, 100 * first_accuracy, 100 * last_accuracy, 100.0 / class_count);
-  std::printf("  %d steps in %.2f s: %.1f ms per step, %.1f images/s; %lld allocations after "
-              "the first step (buffers planned at setup)\n\n",
-              steps, total, 1e3 * total / steps, steps * double(batch) / total, step_allocations);
-  std::printf("  time per op over the run (forward and backward):\n");
-  std::vector<std::pair<double, std::string>> rows;
-  double op_total = 0;
-  for (const auto& [name, seconds] : timer.seconds) rows.push_back({seconds, name}), op_total += seconds;
-  std::sort(rows.rbegin(), rows.rend());
-  for (const auto& [seconds, name] : rows)
-    std::printf("    %-30s %8.1f ms  %5.1f%%\n", name.c_str(), 1e3 * seconds, 100 * seconds / op_total);
-  std::printf("  (classes: %s, %s, %s, %s)\n", class_names[0], class_names[1], class_names[2],
-              class_names[3]);
+  // Held-out scenes, batch statistics frozen.
+  net.eval();
+  std::mt19937 held_out(7);
+  std::vector<int64_t> confusion(class_count * class_count, 0);
+  for (int b = 0; b < 4; ++b) {
+    draw_batch(held_out, images, labels);
+    accumulate_confusion(net.forward(images), labels, confusion);
+  }
+  int64_t correct = 0, total_pixels = 0;
+  double iou_sum = 0;
+  std::printf("\n  loss %.4f -> %.4f, training pixel accuracy %.1f%% -> %.1f%% (chance %.1f%%)\n",
+              first_loss, last_loss, 100 * first_accuracy, 100 * last_accuracy, 100.0 / class_count);
+  std::printf("  held-out evaluation (%d images, eval mode):", 4 * batch);
+  for (int k = 0; k < class_count; ++k) {
+    int64_t row = 0, column = 0;
+    for (int j = 0; j < class_count; ++j) {
+      row += confusion[size_t(k * class_count + j)];
+      column += confusion[size_t(j * class_count + k)];
+    }
+    const int64_t hit = confusion[size_t(k * class_count + k)];
+    correct += hit;
+    total_pixels += row;
+    const double iou = row + column - hit > 0 ? double(hit) / double(row + column - hit) : 0;
+    iou_sum += iou;
+    std::printf(" %s IoU %.1f%%%s", class_names[k], 100 * iou, k + 1 < class_count ? "," : "\n");
+  }
+  std::printf("  held-out pixel accuracy %.1f%%, mIoU %.1f%%\n", 100.0 * correct / total_pixels,
+              100 * iou_sum / class_count);
+  std::printf("  %d steps in %.2f s: %.1f ms per step (forward+loss %.1f, backward %.1f, update "
+              "%.1f), %.1f images/s; %lld allocations after the first step\n",
+              steps, total, 1e3 * total / steps, 1e3 * forward_s / steps, 1e3 * backward_s / steps,
+              1e3 * update_s / steps, steps * double(batch) / total, step_allocations);
+  if (!save_path.empty()) {
+    train::save_checkpoint(save_path, net, optimizer, {{"iteration", std::to_string(steps)}});
+    std::printf("  checkpoint written to %s (safetensors; PyTorch-style names)\n", save_path.c_str());
+  }
   return last_loss < first_loss ? 0 : 1;
 }
