@@ -6,6 +6,8 @@
 // checkpoint there, for `checkpoint_roundtrip.py verify <file>` (docs/checkpoints.md).
 #include <catch2/catch.hpp>
 
+#include "scratch_dir.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <csignal>
@@ -22,6 +24,7 @@
 #include "segkit/train/checkpoint.hpp"
 
 using namespace segkit;
+using segkit::testing::scratch_dir;
 using segkit::train::checkpoint_error;
 using segkit::train::load_options;
 namespace fs = std::filesystem;
@@ -149,27 +152,6 @@ void write_all(const std::string& path, const std::vector<uint8_t>& bytes) {
             static_cast<std::streamsize>(bytes.size()));
 }
 
-struct scratch_dir {
-  fs::path path;
-  scratch_dir() {
-    path = fs::temp_directory_path() /
-           ("segkit_test_checkpoint_" + std::to_string(static_cast<long>(::getpid())));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~scratch_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path))
-      names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
 
 std::string message_of(const std::function<void()>& action) {
   try {
@@ -187,7 +169,7 @@ const std::vector<std::string> module_names = {
 }  // namespace
 
 TEST_CASE("checkpoint: round trip of module, optimizer and metadata gives identical tensors") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string path = dir.file("model.safetensors");
   conv_bn source;
   mock_optimizer source_optimizer(source);
@@ -244,7 +226,7 @@ TEST_CASE("checkpoint: round trip of module, optimizer and metadata gives identi
 }
 
 TEST_CASE("checkpoint: every mismatch is reported in one message and nothing is modified") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string path = dir.file("bad.safetensors");
   conv_bn source;
   fill_formula(source);
@@ -293,7 +275,7 @@ TEST_CASE("checkpoint: every mismatch is reported in one message and nothing is 
 }
 
 TEST_CASE("checkpoint: optimizer state is checked too, and ignored when not asked for") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string module_only = dir.file("module.safetensors");
   const std::string full = dir.file("full.safetensors");
   conv_bn source;
@@ -328,7 +310,7 @@ TEST_CASE("checkpoint: optimizer state is checked too, and ignored when not aske
 }
 
 TEST_CASE("checkpoint: load_module_weights maps name prefixes") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string torchvision_like = dir.file("backbone.safetensors");
   conv_bn pretrained;
   fill_formula(pretrained);
@@ -373,7 +355,7 @@ TEST_CASE("checkpoint: load_module_weights maps name prefixes") {
 }
 
 TEST_CASE("checkpoint: a failed save leaves the previous checkpoint intact") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string path = dir.file("model.safetensors");
   conv_bn model;
   fill_formula(model);
@@ -416,7 +398,7 @@ TEST_CASE("checkpoint: a failed save leaves the previous checkpoint intact") {
 }
 
 TEST_CASE("checkpoint: truncated or foreign-version files are rejected, the module untouched") {
-  scratch_dir dir;
+  scratch_dir dir("checkpoint");
   const std::string path = dir.file("model.safetensors");
   const std::string cut = dir.file("cut.safetensors");
   conv_bn model;

@@ -4,6 +4,8 @@
 // ASan in CI) that must only ever parse or throw segkit::error.
 #include <catch2/catch.hpp>
 
+#include "scratch_dir.hpp"
+
 #include <csignal>
 #include <cstring>
 #include <filesystem>
@@ -18,6 +20,7 @@
 #include "segkit/tensor/safetensors.hpp"
 
 using namespace segkit;
+using segkit::testing::scratch_dir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -40,27 +43,6 @@ std::vector<uint8_t> make_file(const std::string& header, const std::vector<uint
   return make_file(header, data, header.size());
 }
 
-struct scratch_dir {
-  fs::path path;
-  scratch_dir() {
-    path = fs::temp_directory_path() /
-           ("segkit_test_safetensors_" + std::to_string(static_cast<long>(::getpid())));
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~scratch_dir() {
-    std::error_code ignored;
-    fs::remove_all(path, ignored);
-  }
-  std::string file(const std::string& name) const { return (path / name).string(); }
-  std::vector<std::string> entries() const {
-    std::vector<std::string> names;
-    for (const auto& e : fs::directory_iterator(path))
-      names.push_back(e.path().filename().string());
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-};
 
 tensor_file sample_file() {
   tensor_file file;
@@ -129,7 +111,7 @@ TEST_CASE("safetensors: round trip of every element type, metadata and names") {
   // Serialising what was parsed gives the same bytes.
   CHECK(back.serialize() == bytes);
 
-  scratch_dir dir;
+  scratch_dir dir("safetensors");
   file.save(dir.file("all.safetensors"));
   const tensor_file loaded = tensor_file::load(dir.file("all.safetensors"));
   CHECK(loaded.serialize() == bytes);
@@ -331,7 +313,7 @@ TEST_CASE("safetensors: set checks its arguments") {
 }
 
 TEST_CASE("safetensors: save is atomic and names the file when it fails") {
-  scratch_dir dir;
+  scratch_dir dir("safetensors");
   const std::string target = dir.file("model.safetensors");
   const tensor_file old_file = sample_file();
   old_file.save(target);

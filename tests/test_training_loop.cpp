@@ -5,6 +5,7 @@
 #include <string>
 
 #include "layer_checker.hpp"
+#include "scratch_dir.hpp"
 #include "segkit/train/checkpoint.hpp"
 #include "segkit/train/cross_entropy.hpp"
 #include "segkit/train/optimizer.hpp"
@@ -73,7 +74,8 @@ std::vector<float> all_values(network_type& net) {
 }  // namespace
 
 TEST_CASE("training loop: 2N steps equal N steps, a checkpoint, a fresh process and N steps") {
-  const std::string path = std::string(SEGKIT_SOURCE_DIR) + "/build-resume-test.safetensors";
+  testing::scratch_dir dir("training_loop");
+  const std::string path = dir.file("resume.safetensors");
   trainer straight;
   for (int i = 0; i < 6; ++i) straight.step();
 
@@ -82,7 +84,6 @@ TEST_CASE("training loop: 2N steps equal N steps, a checkpoint, a fresh process 
   train::save_checkpoint(path, first.net, first.optimizer);
   trainer resumed;  // different from `first` until loaded: fresh weights, no optimizer state
   train::load_checkpoint(path, resumed.net, resumed.optimizer);
-  std::remove(path.c_str());
   CHECK(resumed.optimizer.steps_taken() == 3);
   for (int i = 0; i < 3; ++i) resumed.step();
 
