@@ -6,6 +6,7 @@
 // checkpoint there, for `checkpoint_roundtrip.py verify <file>` (docs/checkpoints.md).
 #include <catch2/catch.hpp>
 
+#include "mock_modules.hpp"
 #include "scratch_dir.hpp"
 
 #include <algorithm>
@@ -31,28 +32,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// torch.nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4)), state only.
-struct conv_bn {
-  nn::parameter<> conv_weight{shape{4, 3, 3, 3}}, conv_bias{shape{4}};
-  nn::parameter<> bn_weight{shape{4}}, bn_bias{shape{4}};
-  host_tensor<float> running_mean = host_tensor<float>::zeros({4});
-  host_tensor<float> running_var = host_tensor<float>::zeros({4});
-  host_tensor<int64_t> num_batches_tracked = host_tensor<int64_t>::zeros({1});
-
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    f(nn::join_name(prefix, "0.weight"), conv_weight);
-    f(nn::join_name(prefix, "0.bias"), conv_bias);
-    f(nn::join_name(prefix, "1.weight"), bn_weight);
-    f(nn::join_name(prefix, "1.bias"), bn_bias);
-  }
-  template <class F>
-  void visit_buffers(const std::string& prefix, F&& f) {
-    f(nn::join_name(prefix, "1.running_mean"), running_mean);
-    f(nn::join_name(prefix, "1.running_var"), running_var);
-    f(nn::join_name(prefix, "1.num_batches_tracked"), num_batches_tracked);
-  }
-};
+using conv_bn = testing::torch_conv_bn;
 
 // A network whose first part is a conv_bn under "backbone", plus a head.
 struct with_backbone {

@@ -17,6 +17,7 @@
 
 #include <unistd.h>
 
+#include "mock_modules.hpp"
 #include "op_checker.hpp"
 #include "segkit/tensor/safetensors.hpp"
 #include "segkit/train/optimizer.hpp"
@@ -26,39 +27,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// A "conv + batch norm" stand-in with PyTorch's state_dict names.
-struct conv_bn_mock {
-  nn::parameter<cpu> conv_weight{shape{4, 3, 3, 3}}, conv_bias{shape{4}};
-  nn::parameter<cpu> bn_weight{shape{4}}, bn_bias{shape{4}};
-  host_tensor<float> running_mean = host_tensor<float>::zeros(shape{4});
-  host_tensor<float> running_var = host_tensor<float>::zeros(shape{4});
-  host_tensor<int64_t> num_batches_tracked = host_tensor<int64_t>::zeros(shape{1});
+using conv_bn_mock = testing::torch_conv_bn;
 
-  template <class F>
-  void visit_parameters(const std::string& prefix, F&& f) {
-    f(nn::join_name(prefix, "0.weight"), conv_weight);
-    f(nn::join_name(prefix, "0.bias"), conv_bias);
-    f(nn::join_name(prefix, "1.weight"), bn_weight);
-    f(nn::join_name(prefix, "1.bias"), bn_bias);
-  }
-  template <class F>
-  void visit_buffers(const std::string& prefix, F&& f) {
-    f(nn::join_name(prefix, "1.running_mean"), running_mean);
-    f(nn::join_name(prefix, "1.running_var"), running_var);
-    f(nn::join_name(prefix, "1.num_batches_tracked"), num_batches_tracked);
-  }
-
-  void randomize(std::mt19937& rng) {
-    visit_parameters("", [&](const std::string&, nn::parameter<cpu>& p) {
-      p.value = testing::random_tensor(p.shape(), rng);
-    });
-  }
-  void random_grads(std::mt19937& rng) {
-    visit_parameters("", [&](const std::string&, nn::parameter<cpu>& p) {
-      p.grad = testing::random_tensor(p.shape(), rng);
-    });
-  }
-};
+void randomize(conv_bn_mock& module, std::mt19937& rng) {
+  module.visit_parameters("", [&](const std::string&, nn::parameter<cpu>& p) {
+    p.value = testing::random_tensor(p.shape(), rng);
+  });
+}
+void random_grads(conv_bn_mock& module, std::mt19937& rng) {
+  module.visit_parameters("", [&](const std::string&, nn::parameter<cpu>& p) {
+    p.grad = testing::random_tensor(p.shape(), rng);
+  });
+}
 
 // Two parameters, one big enough that parallel_for splits it.
 struct big_mock {
@@ -326,8 +306,8 @@ TEST_CASE("sgd and adamw: PyTorch parity after one and three steps") {
 TEST_CASE("optimizers: zero_grad zeroes every gradient and nothing else") {
   std::mt19937 rng(3);
   conv_bn_mock module;
-  module.randomize(rng);
-  module.random_grads(rng);
+  randomize(module, rng);
+  random_grads(module, rng);
   const auto before = module.conv_weight.value.clone();
   train::sgd<cpu> opt(nn::parameters_of(module), train::sgd_options{});
   opt.zero_grad();
@@ -336,7 +316,7 @@ TEST_CASE("optimizers: zero_grad zeroes every gradient and nothing else") {
     for (int64_t i = 0; i < p.grad.numel(); ++i) REQUIRE(p.grad[i] == 0.f);
   });
   require_identical(module.conv_weight.value, before, "value untouched");
-  module.random_grads(rng);
+  random_grads(module, rng);
   train::adamw<cpu> adam(nn::parameters_of(module), train::adamw_options{});
   adam.zero_grad();
   for (int64_t i = 0; i < module.bn_bias.grad.numel(); ++i) REQUIRE(module.bn_bias.grad[i] == 0.f);
@@ -405,12 +385,12 @@ void check_resume(const Options& options, int first, int more, const std::string
              << (deferred ? ", copied after the visit" : ""));
   std::mt19937 rng(99);
   conv_bn_mock original;
-  original.randomize(rng);
+  randomize(original, rng);
   Optimizer opt(nn::parameters_of(original), options);
   const double lrs_used[] = {0.1, 0.05, 0.07, 0.02, 0.03, 0.01};
   int lr_index = 0;
   for (int k = 0; k < first; ++k) {
-    original.random_grads(rng);
+    random_grads(original, rng);
     opt.set_lr(lrs_used[lr_index++]);
     opt.step();
   }
@@ -442,7 +422,7 @@ void check_resume(const Options& options, int first, int more, const std::string
   }
   CHECK(restored.steps_taken() == first);
   for (int k = 0; k < more; ++k) {
-    original.random_grads(rng);
+    random_grads(original, rng);
     resumed.visit_parameters("", [&](const std::string& name, nn::parameter<cpu>& p) {
       nn::parameter<cpu>* source = nullptr;
       original.visit_parameters("", [&](const std::string& other, nn::parameter<cpu>& q) {
