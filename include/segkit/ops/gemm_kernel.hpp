@@ -16,6 +16,8 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <climits>
+#include <cmath>
 #include <cstdint>
 
 #include "segkit/tensor/parallel.hpp"
@@ -69,62 +71,96 @@ inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, i
   }
 }
 
-// Panel q of op(A)[i0 .. i0+mc, p0 .. p0+kc] (rows q*mr ..), k-major, zero-padded.
-inline void pack_a_panel(int64_t mr, bool ta, const float* a, int64_t lda, int64_t i0,
-                         int64_t p0, int64_t mc, int64_t kc, int64_t q, float* out) {
-  const int64_t rows = std::min(mr, mc - q * mr);
-  float* dst = out + q * mr * kc;
-  if (ta) {  // op(A) rows are columns of A: each k reads a contiguous run of rows
-    for (int64_t p = 0; p < kc; ++p) {
-      const float* src = a + (p0 + p) * lda + i0 + q * mr;
-      for (int64_t i = 0; i < rows; ++i) dst[p * mr + i] = src[i];
-      for (int64_t i = rows; i < mr; ++i) dst[p * mr + i] = 0.f;
+// Operands are given to the GEMM as packers, so that a convolution can pack its im2col matrix
+// straight from the image (ops/conv2d_implicit.hpp) without materialising it.
+//   PackA: pa(i0, rows, p0, kc, mr, dst) writes dst[p * mr + i] = op(A)[i0 + i][p0 + p]
+//          for i < rows, p < kc (the GEMM zero-pads rows .. mr).
+//   PackB: pb(p0, kc, j0, cols, nr, dst) writes dst[p * nr + j] = op(B)[p0 + p][j0 + j]
+//          for j < cols, p < kc (the GEMM zero-pads cols .. nr).
+//   COut:  out.at(i, j, run) returns &C[i][j] and sets run to how many columns from j on are
+//          contiguous; rows are out.ld() floats apart within such a run.
+struct matrix_a {
+  bool ta;
+  const float* a;
+  int64_t lda;
+  void operator()(int64_t i0, int64_t rows, int64_t p0, int64_t kc, int64_t mr, float* dst) const {
+    if (ta) {  // op(A) rows are columns of A: each k reads a contiguous run of rows
+      for (int64_t p = 0; p < kc; ++p) {
+        const float* src = a + (p0 + p) * lda + i0;
+        for (int64_t i = 0; i < rows; ++i) dst[p * mr + i] = src[i];
+      }
+      return;
     }
-    return;
+    for (int64_t i = 0; i < rows; ++i) {  // read each row of A contiguously
+      const float* src = a + (i0 + i) * lda + p0;
+      for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
+    }
   }
-  for (int64_t i = 0; i < rows; ++i) {  // read each row of A contiguously
-    const float* src = a + (i0 + q * mr + i) * lda + p0;
-    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
-  }
-  for (int64_t i = rows; i < mr; ++i)
-    for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = 0.f;
-}
+};
 
-// Panel q of op(B)[p0 .. p0+kc, j0 .. j0+nc] (columns j0 + q*nr ..) into out, zero-padded.
-inline void pack_b_panel(int64_t nr, bool tb, const float* b, int64_t ldb, int64_t p0,
-                         int64_t j0, int64_t kc, int64_t nc, int64_t q, float* out) {
-  const int64_t cols = std::min(nr, nc - q * nr);
-  float* dst = out;
-  if (tb) {  // op(B) columns are rows of B: read each contiguously
-    for (int64_t j = 0; j < cols; ++j) {
-      const float* src = b + (j0 + q * nr + j) * ldb + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+struct matrix_b {
+  bool tb;
+  const float* b;
+  int64_t ldb;
+  void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t cols, int64_t nr, float* dst) const {
+    if (tb) {  // op(B) columns are rows of B: read each contiguously
+      for (int64_t j = 0; j < cols; ++j) {
+        const float* src = b + (j0 + j) * ldb + p0;
+        for (int64_t p = 0; p < kc; ++p) dst[p * nr + j] = src[p];
+      }
+      return;
     }
-  } else {
     for (int64_t p = 0; p < kc; ++p) {
-      const float* src = b + (p0 + p) * ldb + j0 + q * nr;
+      const float* src = b + (p0 + p) * ldb + j0;
       for (int64_t j = 0; j < cols; ++j) dst[p * nr + j] = src[j];
     }
   }
-  if (cols < nr)
-    for (int64_t p = 0; p < kc; ++p)
-      for (int64_t j = cols; j < nr; ++j) dst[p * nr + j] = 0.f;
-}
+};
+
+struct matrix_c {
+  float* c;
+  int64_t ldc;
+  float* at(int64_t i, int64_t j, int64_t& run) const {
+    run = INT64_MAX;
+    return c + i * ldc + j;
+  }
+  int64_t ld() const { return ldc; }
+};
 
 inline workspace<cpu>& packing_buffer() {
   thread_local workspace<cpu> buffer;
   return buffer;
 }
 
-// One thread's GEMM: C = alpha op(A) op(B) + beta C for m, n, k >= 1. The A block (up to
-// 240 x 256) is packed once per depth slice and stays in L2. Each 256 x 32 B panel is packed
-// right before the first row block's micro-kernels use it (so they read it from L1) into a
-// slot that later row blocks reuse instead of packing it again.
-template <int MR, int NV>
-void gemm_serial_tiled(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                        float* c, int64_t ldc) {
+// C[i][j] = alpha * tile[i][j] + beta * C[i][j] for a tile whose columns cross a break in C's
+// layout; the same fused multiply-add as micro_kernel, so both give identical bits.
+template <class COut>
+void store_split(const COut& out, int64_t row, int64_t col, int64_t rows, int64_t cols,
+                 const float* tile, int64_t ldt, float alpha, float beta) {
+  for (int64_t c = 0; c < cols;) {
+    int64_t run = 0;
+    float* dst = out.at(row, col + c, run);
+    const int64_t len = std::min(run, cols - c);
+    for (int64_t i = 0; i < rows; ++i)
+      for (int64_t t = 0; t < len; ++t) {
+        const float v = alpha * tile[i * ldt + c + t];
+        float& d = dst[i * out.ld() + t];
+        d = beta == 0.f ? v : std::fma(beta, d, v);
+      }
+    c += len;
+  }
+}
+
+// One thread's GEMM over rows [i_begin, i_end) and columns [j_begin, j_end) of C, depth k.
+// The A block (up to 240 x 256) is packed once per depth slice and stays in L2. Each 256 x nr
+// B panel is packed right before the first row block's micro-kernels use it (so they read it
+// from L1) into a slot that later row blocks reuse instead of packing it again.
+template <int MR, int NV, class PackA, class PackB, class COut>
+void gemm_region(const PackA& pa, const PackB& pb, const COut& out, int64_t i_begin,
+                 int64_t i_end, int64_t j_begin, int64_t j_end, int64_t k, float alpha,
+                 float beta) {
   constexpr int64_t mr = MR, nr = 16 * NV;
+  const int64_t m = i_end - i_begin, n = j_end - j_begin;
   const int64_t kc_full = std::min(k, kc_max), mc_full = std::min(m, mc_max);
   const int64_t nc_full = std::min(n, nc_max);
   const int64_t b_floats = ((nc_full + nr - 1) / nr) * nr * kc_full;
@@ -132,6 +168,7 @@ void gemm_serial_tiled(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float 
   float* packed_b = packing_buffer().reserve_elements<float>(size_t(a_floats + b_floats + 16));
   packed_b = reinterpret_cast<float*>((reinterpret_cast<uintptr_t>(packed_b) + 63) & ~uintptr_t(63));
   float* packed_a = packed_b + b_floats;  // b_floats is a multiple of 32: stays aligned
+  alignas(64) float tile[MR * nr];
   for (int64_t j0 = 0; j0 < n; j0 += nc_max) {
     const int64_t nc = std::min(nc_max, n - j0), b_panels = (nc + nr - 1) / nr;
     for (int64_t p0 = 0; p0 < k; p0 += kc_max) {
@@ -139,14 +176,36 @@ void gemm_serial_tiled(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float 
       const float beta_here = p0 == 0 ? beta : 1.f;
       for (int64_t i0 = 0; i0 < m; i0 += mc_max) {
         const int64_t mc = std::min(mc_max, m - i0), a_panels = (mc + mr - 1) / mr;
-        for (int64_t q = 0; q < a_panels; ++q) pack_a_panel(mr, ta, a, lda, i0, p0, mc, kc, q, packed_a);
+        for (int64_t q = 0; q < a_panels; ++q) {
+          const int64_t rows = std::min(mr, mc - q * mr);
+          float* dst = packed_a + q * mr * kc;
+          pa(i_begin + i0 + q * mr, rows, p0, kc, mr, dst);
+          if (rows < mr)
+            for (int64_t p = 0; p < kc; ++p)
+              for (int64_t i = rows; i < mr; ++i) dst[p * mr + i] = 0.f;
+        }
         for (int64_t jq = 0; jq < b_panels; ++jq) {
           float* panel = packed_b + jq * nr * kc;
-          if (i0 == 0) pack_b_panel(nr, tb, b, ldb, p0, j0, kc, nc, jq, panel);
-          for (int64_t iq = 0; iq < a_panels; ++iq)
-            micro_kernel<MR, NV>(kc, packed_a + iq * mr * kc, panel,
-                         c + (i0 + iq * mr) * ldc + j0 + jq * nr, ldc, alpha, beta_here,
-                         std::min(mr, mc - iq * mr), std::min(nr, nc - jq * nr));
+          const int64_t cols = std::min(nr, nc - jq * nr), col = j_begin + j0 + jq * nr;
+          if (i0 == 0) {
+            pb(p0, kc, col, cols, nr, panel);
+            if (cols < nr)
+              for (int64_t p = 0; p < kc; ++p)
+                for (int64_t j = cols; j < nr; ++j) panel[p * nr + j] = 0.f;
+          }
+          for (int64_t iq = 0; iq < a_panels; ++iq) {
+            const int64_t rows = std::min(mr, mc - iq * mr), row = i_begin + i0 + iq * mr;
+            int64_t run = 0;
+            float* cp = out.at(row, col, run);
+            if (run >= cols) {
+              micro_kernel<MR, NV>(kc, packed_a + iq * mr * kc, panel, cp, out.ld(), alpha,
+                                   beta_here, rows, cols);
+            } else {
+              micro_kernel<MR, NV>(kc, packed_a + iq * mr * kc, panel, tile, nr, 1.f, 0.f, rows,
+                                   cols);
+              store_split(out, row, col, rows, cols, tile, nr, alpha, beta_here);
+            }
+          }
         }
       }
     }
@@ -156,13 +215,14 @@ void gemm_serial_tiled(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float 
 // 8x48 tiles when they waste no rows and 12x32 tiles would.
 inline bool use_8x48(int64_t m) { return m % 12 != 0 && m % 8 == 0; }
 
-inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-                        const float* a, int64_t lda, const float* b, int64_t ldb, float beta,
-                        float* c, int64_t ldc) {
+template <class PackA, class PackB, class COut>
+void gemm_region(const PackA& pa, const PackB& pb, const COut& out, int64_t m, int64_t i_begin,
+                 int64_t i_end, int64_t j_begin, int64_t j_end, int64_t k, float alpha,
+                 float beta) {
   if (use_8x48(m))
-    gemm_serial_tiled<8, 3>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_region<8, 3>(pa, pb, out, i_begin, i_end, j_begin, j_end, k, alpha, beta);
   else
-    gemm_serial_tiled<12, 2>(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_region<12, 2>(pa, pb, out, i_begin, i_end, j_begin, j_end, k, alpha, beta);
 }
 
 // C = alpha op(A) op(B) + beta C for m, n, k >= 1. C is cut into up to 2 chunks per thread
@@ -170,9 +230,10 @@ inline void gemm_serial(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float
 // chunks dynamically, each running the serial GEMM with its own packing buffers. There is no
 // barrier but the final join, and a thread the OS deschedules on a busy machine leaves its
 // remaining chunks to the others. Each element is computed by one chunk the same way whichever
-// thread runs it, so results do not depend on scheduling.
-inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
-                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+// thread runs it, so results do not depend on scheduling or on the number of threads.
+template <class PackA, class PackB, class COut>
+void gemm_packed(const PackA& pa, const PackB& pb, const COut& out, int64_t m, int64_t n,
+                 int64_t k, float alpha, float beta) {
   int64_t threads = 1;
 #ifdef _OPENMP
   if (!omp_in_parallel() && double(m) * n * k >= 1e6) threads = num_threads();
@@ -183,7 +244,7 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
   const int64_t panels = split_columns ? col_panels : row_panels;
   threads = std::min(threads, panels);
   if (threads <= 1) {
-    gemm_serial(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    gemm_region(pa, pb, out, m, 0, m, 0, n, k, alpha, beta);
     return;
   }
 #ifdef _OPENMP
@@ -195,18 +256,19 @@ inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
     if (split_columns) {
       const int64_t j0 = panels * chunk / chunks * nr;
       const int64_t j1 = std::min(n, panels * (chunk + 1) / chunks * nr);
-      if (j1 > j0)
-        gemm_serial(ta, tb, m, j1 - j0, k, alpha, a, lda, tb ? b + j0 * ldb : b + j0, ldb, beta,
-                    c + j0, ldc);
+      if (j1 > j0) gemm_region(pa, pb, out, m, 0, m, j0, j1, k, alpha, beta);
     } else {
       const int64_t i0 = panels * chunk / chunks * mr;
       const int64_t i1 = std::min(m, panels * (chunk + 1) / chunks * mr);
-      if (i1 > i0)
-        gemm_serial(ta, tb, i1 - i0, n, k, alpha, ta ? a + i0 : a + i0 * lda, lda, b, ldb, beta,
-                    c + i0 * ldc, ldc);
+      if (i1 > i0) gemm_region(pa, pb, out, m, i0, i1, 0, n, k, alpha, beta);
     }
   }
 #endif
+}
+
+inline void gemm(bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha, const float* a,
+                 int64_t lda, const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  gemm_packed(matrix_a{ta, a, lda}, matrix_b{tb, b, ldb}, matrix_c{c, ldc}, m, n, k, alpha, beta);
 }
 
 }  // namespace segkit::ops::gemm_kernel
