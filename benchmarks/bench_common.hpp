@@ -8,6 +8,7 @@
 #pragma once
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -30,10 +31,12 @@ struct machine_peak {
   double gflops() const { return 2.0 * vector_floats * fma_units * mhz * 1e-3 * cores; }
 };
 
-// A chain of dependent register-register integer adds retires one per cycle, so adds per
-// second is the clock. (Adds of an immediate would not do: recent Intel cores fold chains of
-// them at rename and run them faster than one per cycle.)
-inline double measure_mhz() {
+// A chain of dependent register-register adds retires one per cycle, so adds per second is
+// the clock. (Adds of an immediate would not do: recent Intel cores fold chains of them at
+// rename and run them faster than one per cycle.) With `wide`, the chain is AVX-512 vpaddd
+// (also 1-cycle latency): Intel cores lower their clock while 512-bit instructions run, and
+// that lower clock is the one an AVX-512 FMA kernel gets.
+inline double measure_mhz_one_thread(bool wide) {
   // Many short attempts, keeping the fastest: on a shared machine some are preempted.
   constexpr int64_t iterations = 2'000'000;
   double best = 0;
@@ -42,6 +45,19 @@ inline double measure_mhz() {
     asm volatile("" : "+r"(one));
     const auto start = std::chrono::steady_clock::now();
     for (int64_t i = 0; i < iterations; ++i) {
+#if defined(__x86_64__) && defined(__AVX512F__)
+      if (wide) {
+        asm volatile(
+            "vpaddd %%zmm1, %%zmm0, %%zmm0\n\tvpaddd %%zmm1, %%zmm0, %%zmm0\n\t"
+            "vpaddd %%zmm1, %%zmm0, %%zmm0\n\tvpaddd %%zmm1, %%zmm0, %%zmm0\n\t"
+            "vpaddd %%zmm1, %%zmm0, %%zmm0\n\tvpaddd %%zmm1, %%zmm0, %%zmm0\n\t"
+            "vpaddd %%zmm1, %%zmm0, %%zmm0\n\tvpaddd %%zmm1, %%zmm0, %%zmm0\n\t"
+            "vpaddd %%zmm1, %%zmm0, %%zmm0\n\tvpaddd %%zmm1, %%zmm0, %%zmm0\n\t" ::
+                : "xmm0", "xmm1");
+        continue;
+      }
+#endif
+      (void)wide;
 #if defined(__x86_64__)
       asm volatile(
           "add %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\tadd %1, %0\n\t"
@@ -60,6 +76,17 @@ inline double measure_mhz() {
   return best;
 }
 
+// The clock every thread holds while all of them run the chain at once (the slowest one):
+// what a multi-threaded kernel gets, not one core's turbo.
+inline double measure_mhz(bool wide) {
+  const int threads = num_threads();
+  std::vector<double> per_thread(static_cast<size_t>(threads), 0.0);
+  parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) per_thread[size_t(t)] = measure_mhz_one_thread(wide);
+  });
+  return *std::min_element(per_thread.begin(), per_thread.end());
+}
+
 inline machine_peak detect_peak(bool print = true) {
   machine_peak peak;
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -75,13 +102,16 @@ inline machine_peak detect_peak(bool print = true) {
     peak.fma_units = 1;
   }
 #endif
-  peak.mhz = measure_mhz();
+  const bool wide = peak.vector_floats == 16;
+  peak.mhz = measure_mhz(wide);
   peak.cores = num_threads();
   if (print)
     std::printf(
         "machine: %d threads, %d floats/vector, %d FMA units/core (assumed: 2 on server x86 "
-        "with AVX-512/AVX2), measured clock %.0f MHz -> FP32 peak %.1f GFLOP/s\n",
-        peak.cores, peak.vector_floats, peak.fma_units, peak.mhz, peak.gflops());
+        "with AVX-512/AVX2), clock %.0f MHz measured on all threads at once%s (one thread, "
+        "scalar: %.0f MHz) -> FP32 peak %.1f GFLOP/s\n",
+        peak.cores, peak.vector_floats, peak.fma_units, peak.mhz,
+        wide ? " under AVX-512" : "", measure_mhz_one_thread(false), peak.gflops());
   return peak;
 }
 

@@ -50,6 +50,23 @@ TEST_CASE("graph: composed networks pass the generic checker") {
   testing::check_op(layer_case<deep, 3>("sequence of everything", {2, 3, 8, 8}));
 }
 
+TEST_CASE("graph: two-input layers through merge") {
+  using gated = nn::merge<nn::conv<4>, nn::seq<nn::conv<4>, nn::sigmoid>, nn::multiply_op>;
+  testing::check_op(layer_case<gated, 3>("gated conv", {2, 3, 5, 4}));
+  using half_stopped =
+      nn::merge<nn::identity, nn::seq<testing::probe, nn::stop_gradient>, nn::multiply_op>;
+  using bound = nn::bind<half_stopped, 3, false, cpu>;
+  static_assert(!bound::trainable);  // the probe sits behind the stop
+  nn::network<3, nn::seq<nn::conv<3>, half_stopped>> net(4);
+  net.setup({1, 3, 4, 4});
+  std::mt19937 rng(6);
+  const auto x = testing::random_tensor({1, 3, 4, 4}, rng);
+  testing::probe_backward_calls() = 0;
+  net.forward(x);
+  net.backward(testing::random_tensor(net.output_shape(), rng));
+  CHECK(testing::probe_backward_calls() == 0);
+}
+
 namespace {
 struct class_kernels {
   static constexpr const char* value = "classifier";

@@ -17,6 +17,7 @@
 
 #include "segkit/nn/branches.hpp"
 #include "segkit/nn/layers.hpp"
+#include "segkit/nn/merge.hpp"
 #include "segkit/nn/sequence.hpp"
 #include "segkit/nn/shared_weight.hpp"
 
