@@ -143,6 +143,12 @@ TEST_CASE("graph: a shared weight gets exactly the gradient of its unstopped use
   for (int64_t i = 0; i < fine_conv_grad.numel(); ++i) norm += std::abs(fine_conv_grad[i]);
   CHECK(norm > 0);
 
+  // Setting up again for another input size re-plans every output.
+  net.setup({1, 2, 7, 6});
+  CHECK(net.graph().output_shape(0) == shape{1, 3, 7, 6});
+  CHECK(net.graph().output_shape(1) == shape{1, 3, 7, 6});
+  net.setup({2, 2, 5, 5});
+
   // Names: W is visited once, under the owner's place in the graph.
   std::vector<std::string> names;
   net.visit_parameters("", [&](const std::string& n, nn::parameter<cpu>&) { names.push_back(n); });

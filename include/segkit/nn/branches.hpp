@@ -223,6 +223,7 @@ struct fork {
     shape setup(const shape& input, setup_context<D>& context) {
       const shape trunk_out = trunk_.setup(input, context);
       trunk_grad_ = tensor_type(trunk_out);
+      shapes_.clear();  // setup may run again for another input shape
       std::apply([&](auto&... head) { (shapes_.push_back(head.setup(trunk_out, context)), ...); },
                  heads_);
       return shapes_[0];
