@@ -1,0 +1,2 @@
+// Translation unit for the pyramid fuser kernels (one .cu per op keeps nvcc builds parallel).
+#include "pyramid_fuse.cuh"
