@@ -1,0 +1,352 @@
+// segkit/ops/attention2d.hpp — fused dot-product attention of a 2-D feature map over a set of
+// context positions (SaF/ANL's Attention2D, OCR's object attention, HFGD's CAE self-attention),
+// forward and backward, flash-attention style.
+// Provides: O[n, :, l] = sum_s softmax_s(scale * Q[n, :, l] . K[n, :, s]) V[n, :, s], per head.
+//   q: [N, d, L...]   (rank 3 [N, d, L] or rank 4 [N, d, H, W]; L = product of the trailing dims)
+//   k: [N, d, S...]   v: [N, d_v, S...]   (same trailing dims as k)
+//   o: [N, d_v, L...] (q's shape with d_v channels)   lse: [N, heads, L] (saved for backward)
+//   heads split d and d_v into equal channel groups; each head has its own softmax over S.
+// Requires: matching N, d (q/k), S (k/v); heads >= 1 dividing d and d_v; finite scale
+//   (shape_error / value_error naming both shapes or the value).
+// Guarantees: no L x S probability matrix is written: queries are processed in tiles of
+//   query_tile, keys in tiles of key_tile with a running max and sum per query (online softmax)
+//   and the output accumulator rescaled between key tiles; only lse = max + log(sum) per query
+//   is saved. Backward recomputes P tile by tile from q, k and lse (FlashAttention-2):
+//   dV += P^T dO, dP = dO V^T, dS = P (dP - rowsum(dO o O)), dQ += scale dS K, dK += scale dS^T Q,
+//   each gradient optional (nullptr) and *added*. Results do not depend on the thread count.
+// CPU: tile products through ops::gemm (segkit's packed AVX-512 kernel), parallel over
+//   N x heads x query tiles (forward) and N x heads (x key tiles when S > key_tile) (backward).
+// CUDA (kernels/attention2d.cuh): one block per (n, head, query tile), K/V tiles in shared
+//   memory, the same math:: row updates as the CPU.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "segkit/ops/matmul.hpp"
+#include "segkit/tensor/config.hpp"
+#include "segkit/tensor/parallel.hpp"
+#include "segkit/tensor/tensor.hpp"
+#include "segkit/tensor/workspace.hpp"
+
+namespace segkit::ops {
+
+struct attention2d_params {
+  int heads = 1;
+  float scale = 1.f;  // 1/sqrt(d/heads) for SaF/ANL/OCR; 1 for HFGD's CAE
+};
+
+namespace math {
+
+// The online-softmax row state: running maximum of the scaled logits and sum of exp(x - max).
+// Folds a new tile's maximum into the running maximum; returns the factor by which everything
+// accumulated so far (the sum and the output row) must be multiplied.
+SEGKIT_HOST_DEVICE float online_softmax_rescale(float& running_max, float tile_max) {
+  const float new_max = running_max > tile_max ? running_max : tile_max;
+  const float factor = running_max == -INFINITY ? 0.f : expf(running_max - new_max);
+  running_max = new_max;
+  return factor;
+}
+
+// Combines two partial states (max_a, sum_a) and (max_b, sum_b) of disjoint key sets into a;
+// returns the factor for a's accumulator; *factor_b receives the one for b's.
+SEGKIT_HOST_DEVICE float online_softmax_combine(float& max_a, float& sum_a, float max_b,
+                                                float sum_b, float* factor_b) {
+  const float new_max = max_a > max_b ? max_a : max_b;
+  const float fa = max_a == -INFINITY ? 0.f : expf(max_a - new_max);
+  const float fb = max_b == -INFINITY ? 0.f : expf(max_b - new_max);
+  sum_a = sum_a * fa + sum_b * fb;
+  max_a = new_max;
+  *factor_b = fb;
+  return fa;
+}
+
+SEGKIT_HOST_DEVICE float online_softmax_lse(float running_max, float running_sum) {
+  return running_max + logf(running_sum);
+}
+
+// The probability of a raw score once the row's log-sum-exp is known (backward recompute).
+SEGKIT_HOST_DEVICE float attention_probability(float score, float scale, float lse) {
+  return expf(scale * score - lse);
+}
+
+// dS = P (dP - delta), delta = rowsum(dO o O) = rowsum(P o dP).
+SEGKIT_HOST_DEVICE float attention_score_gradient(float p, float dp, float delta) {
+  return p * (dp - delta);
+}
+
+}  // namespace math
+
+namespace detail {
+
+struct attention2d_geometry {
+  int64_t n = 0, d = 0, dv = 0, l = 0, s = 0, heads = 1, dh = 0, dvh = 0;
+};
+
+inline attention2d_geometry check_attention2d(const char* op, const attention2d_params& params,
+                                              const shape& q, const shape& k, const shape& v) {
+  const auto rank_ok = [](const shape& x) { return x.rank() == 3 || x.rank() == 4; };
+  require<shape_error>(rank_ok(q) && rank_ok(k) && rank_ok(v), op, ": q has shape ",
+                       q.to_string(), ", k has shape ", k.to_string(), ", v has shape ",
+                       v.to_string(), "; expected [N, C, L] or [N, C, H, W] each");
+  require<shape_error>(q[0] == k[0] && k[0] == v[0], op, ": q has shape ", q.to_string(),
+                       ", k has shape ", k.to_string(), ", v has shape ", v.to_string(),
+                       "; batch sizes differ");
+  require<shape_error>(q[1] == k[1], op, ": q has shape ", q.to_string(), " and k has shape ",
+                       k.to_string(), "; the query and key channels (d) differ");
+  require<shape_error>(k.rank() == v.rank() && k.span(2, k.rank()) == v.span(2, v.rank()) &&
+                           (k.rank() == 3 || (k[2] == v[2] && k[3] == v[3])),
+                       op, ": k has shape ", k.to_string(), " and v has shape ", v.to_string(),
+                       "; the key positions (S) differ");
+  require<value_error>(params.heads >= 1, op, ": heads=", params.heads, " must be >= 1");
+  require<shape_error>(q[1] % params.heads == 0 && v[1] % params.heads == 0, op,
+                       ": heads=", params.heads, " does not divide the key channels of q ",
+                       q.to_string(), " and the value channels of v ", v.to_string());
+  require<value_error>(std::isfinite(params.scale), op, ": scale=", params.scale,
+                       " must be finite");
+  attention2d_geometry g;
+  g.n = q[0];
+  g.d = q[1];
+  g.dv = v[1];
+  g.l = q.span(2, q.rank());
+  g.s = k.span(2, k.rank());
+  g.heads = params.heads;
+  g.dh = g.d / g.heads;
+  g.dvh = g.dv / g.heads;
+  return g;
+}
+
+constexpr int64_t attention_query_tile = 128;  // queries per work item / CUDA block group
+constexpr int64_t attention_key_tile = 512;    // keys per online-softmax step (128 x 512 = 256 KiB)
+
+}  // namespace detail
+
+inline shape attention2d_output_shape(const attention2d_params& params, const shape& q,
+                                      const shape& k, const shape& v) {
+  detail::check_attention2d("attention2d_output_shape", params, q, k, v);
+  return q.with(1, v[1]);
+}
+
+inline shape attention2d_lse_shape(const attention2d_params& params, const shape& q,
+                                   const shape& k, const shape& v) {
+  const auto g = detail::check_attention2d("attention2d_lse_shape", params, q, k, v);
+  return shape{g.n, g.heads, g.l};
+}
+
+#ifndef __CUDACC__
+namespace detail {
+
+// Softmax step of one [rows x cols] score tile (row stride ld) against the running state:
+// scores become exp(scale * x - new_max); returns nothing, updates max/sum, writes the rescale
+// factor of each row into factor[].
+inline void attention_tile_softmax(float* scores, int64_t rows, int64_t cols, int64_t ld,
+                                   float scale, float* running_max, float* running_sum,
+                                   float* factor) {
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = scores + r * ld;
+    float tile_max = -INFINITY;
+    for (int64_t c = 0; c < cols; ++c) tile_max = std::max(tile_max, scale * row[c]);
+    factor[r] = math::online_softmax_rescale(running_max[r], tile_max);
+    const float m = running_max[r];
+    float sum = 0.f;
+    for (int64_t c = 0; c < cols; ++c) {
+      const float p = std::exp(scale * row[c] - m);
+      row[c] = p;
+      sum += p;
+    }
+    running_sum[r] = running_sum[r] * factor[r] + sum;
+  }
+}
+
+}  // namespace detail
+
+inline void attention2d_forward(const attention2d_params& params, const tensor<float, cpu>& q,
+                                const tensor<float, cpu>& k, const tensor<float, cpu>& v,
+                                tensor<float, cpu>& o, tensor<float, cpu>& lse,
+                                workspace<cpu>* ws = nullptr) {
+  const auto g = detail::check_attention2d("attention2d_forward", params, q.shape(), k.shape(),
+                                           v.shape());
+  require_shape("attention2d_forward", "output o", o.shape(), q.shape().with(1, g.dv));
+  require_shape("attention2d_forward", "saved lse", lse.shape(), shape{g.n, g.heads, g.l});
+  if (o.empty()) return;
+  if (g.s == 0) {  // softmax over nothing: define the output as 0 and lse as -inf
+    o.zero();
+    lse.fill(-INFINITY);
+    return;
+  }
+  const int64_t qt = detail::attention_query_tile, kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t tiles = (g.l + qt - 1) / qt, items = g.n * g.heads * tiles;
+  const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
+  const int64_t per_chunk = qt * kt + 3 * qt;
+  workspace<cpu>& scratch = ws ? *ws : default_workspace<cpu>();
+  float* base = scratch.reserve_elements<float>(size_t(chunks * per_chunk));
+  const float scale = params.scale;
+  const float *qd = q.data(), *kd = k.data(), *vd = v.data();
+  float *od = o.data(), *lsed = lse.data();
+  parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t last_chunk) {
+    for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
+      float* scores = base + chunk * per_chunk;
+      float* rmax = scores + qt * kt;
+      float* rsum = rmax + qt;
+      float* factor = rsum + qt;
+      for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
+        const int64_t tile = item % tiles, nh = item / tiles, n = nh / g.heads, h = nh % g.heads;
+        const int64_t l0 = tile * qt, rows = std::min(qt, g.l - l0);
+        const float* qp = qd + (n * g.d + h * g.dh) * g.l + l0;
+        const float* kp = kd + (n * g.d + h * g.dh) * g.s;
+        const float* vp = vd + (n * g.dv + h * g.dvh) * g.s;
+        float* op = od + (n * g.dv + h * g.dvh) * g.l + l0;
+        std::fill(rmax, rmax + rows, -INFINITY);
+        std::fill(rsum, rsum + rows, 0.f);
+        for (int64_t s0 = 0; s0 < g.s; s0 += kt) {
+          const int64_t cols = std::min(kt, g.s - s0);
+          // scores[rows, cols] = Q_tile^T K_tile
+          gemm(cpu{}, true, false, rows, cols, g.dh, 1.f, qp, g.l, kp + s0, g.s, 0.f, scores,
+               cols);
+          detail::attention_tile_softmax(scores, rows, cols, cols, scale, rmax, rsum, factor);
+          if (s0 > 0)
+            for (int64_t c = 0; c < g.dvh; ++c) {
+              float* orow = op + c * g.l;
+              for (int64_t r = 0; r < rows; ++r) orow[r] *= factor[r];
+            }
+          // O_tile[dvh, rows] (+)= V_tile[dvh, cols] P^T
+          gemm(cpu{}, false, true, g.dvh, rows, cols, 1.f, vp + s0, g.s, scores, cols,
+               s0 > 0 ? 1.f : 0.f, op, g.l);
+        }
+        for (int64_t r = 0; r < rows; ++r) factor[r] = 1.f / rsum[r];
+        for (int64_t c = 0; c < g.dvh; ++c) {
+          float* orow = op + c * g.l;
+          for (int64_t r = 0; r < rows; ++r) orow[r] *= factor[r];
+        }
+        float* lrow = lsed + nh * g.l + l0;
+        for (int64_t r = 0; r < rows; ++r) lrow[r] = math::online_softmax_lse(rmax[r], rsum[r]);
+      }
+    }
+  });
+}
+
+// Adds the gradients of sum(do * o) into dq, dk, dv (each optional). o and lse are the forward's.
+inline void attention2d_backward(const attention2d_params& params, const tensor<float, cpu>& q,
+                                 const tensor<float, cpu>& k, const tensor<float, cpu>& v,
+                                 const tensor<float, cpu>& o, const tensor<float, cpu>& lse,
+                                 const tensor<float, cpu>& d_o, tensor<float, cpu>* dq,
+                                 tensor<float, cpu>* dk, tensor<float, cpu>* dv,
+                                 workspace<cpu>* ws = nullptr) {
+  const char* op_name = "attention2d_backward";
+  const auto g = detail::check_attention2d(op_name, params, q.shape(), k.shape(), v.shape());
+  require_shape(op_name, "output o", o.shape(), q.shape().with(1, g.dv));
+  require_same_shape(op_name, "output o", o.shape(), "output gradient", d_o.shape());
+  require_shape(op_name, "saved lse", lse.shape(), shape{g.n, g.heads, g.l});
+  if (dq) require_same_shape(op_name, "q", q.shape(), "gradient dq", dq->shape());
+  if (dk) require_same_shape(op_name, "k", k.shape(), "gradient dk", dk->shape());
+  if (dv) require_same_shape(op_name, "v", v.shape(), "gradient dv", dv->shape());
+  if ((!dq && !dk && !dv) || g.s == 0 || g.l == 0 || g.n == 0) return;
+  const int64_t qt = detail::attention_query_tile, kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t ltiles = (g.l + qt - 1) / qt, stiles = (g.s + kt - 1) / kt;
+  const float scale = params.scale;
+  const float *qd = q.data(), *kd = k.data(), *vd = v.data(), *od = o.data(), *lsed = lse.data(),
+              *dod = d_o.data();
+  float *dqd = dq ? dq->data() : nullptr, *dkd = dk ? dk->data() : nullptr,
+        *dvd = dv ? dv->data() : nullptr;
+  // Pass A: items (n, head, key tile) own their dK/dV columns and walk every query tile in
+  // order; with a single key tile they own dQ of (n, head) too. Pass B (several key tiles and
+  // dq wanted): items (n, head, query tile) own their dQ columns.
+  const bool dq_in_a = stiles == 1;
+  const int64_t per_chunk = 3 * qt * kt + qt;
+  workspace<cpu>& scratch = ws ? *ws : default_workspace<cpu>();
+  const int64_t max_items = g.n * g.heads * std::max(stiles, ltiles);
+  const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), max_items));
+  float* base = scratch.reserve_elements<float>(size_t(max_chunks * per_chunk));
+
+  // P, dP -> dS for query tile [l0, l0+rows) x key tile [s0, s0+cols) of (n, h).
+  auto tile_gradients = [&](int64_t n, int64_t h, int64_t l0, int64_t rows, int64_t s0,
+                            int64_t cols, float* p, float* ds, float* delta) {
+    const float* qp = qd + (n * g.d + h * g.dh) * g.l + l0;
+    const float* kp = kd + (n * g.d + h * g.dh) * g.s + s0;
+    const float* vp = vd + (n * g.dv + h * g.dvh) * g.s + s0;
+    const float* opp = od + (n * g.dv + h * g.dvh) * g.l + l0;
+    const float* dop = dod + (n * g.dv + h * g.dvh) * g.l + l0;
+    const float* lrow = lsed + (n * g.heads + h) * g.l + l0;
+    std::fill(delta, delta + rows, 0.f);
+    for (int64_t c = 0; c < g.dvh; ++c)
+      for (int64_t r = 0; r < rows; ++r) delta[r] += dop[c * g.l + r] * opp[c * g.l + r];
+    gemm(cpu{}, true, false, rows, cols, g.dh, 1.f, qp, g.l, kp, g.s, 0.f, p, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        p[r * cols + c] = math::attention_probability(p[r * cols + c], scale, lrow[r]);
+    gemm(cpu{}, true, false, rows, cols, g.dvh, 1.f, dop, g.l, vp, g.s, 0.f, ds, cols);
+    for (int64_t r = 0; r < rows; ++r)
+      for (int64_t c = 0; c < cols; ++c)
+        ds[r * cols + c] = math::attention_score_gradient(p[r * cols + c], ds[r * cols + c], delta[r]);
+  };
+
+  if (dk || dv || dq_in_a) {
+    const int64_t items = g.n * g.heads * stiles;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
+    parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t last_chunk) {
+      for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
+        float* p = base + chunk * per_chunk;
+        float* ds = p + qt * kt;
+        float* delta = ds + qt * kt;
+        for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
+          const int64_t st = item % stiles, nh = item / stiles, n = nh / g.heads, h = nh % g.heads;
+          const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
+          for (int64_t lt = 0; lt < ltiles; ++lt) {
+            const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
+            tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta);
+            if (dvd)  // dV[dvh, cols] += dO[dvh, rows] P[rows, cols]
+              gemm(cpu{}, false, false, g.dvh, cols, rows, 1.f,
+                   dod + (n * g.dv + h * g.dvh) * g.l + l0, g.l, p, cols, 1.f,
+                   dvd + (n * g.dv + h * g.dvh) * g.s + s0, g.s);
+            if (dkd)  // dK[dh, cols] += scale Q[dh, rows] dS[rows, cols]
+              gemm(cpu{}, false, false, g.dh, cols, rows, scale,
+                   qd + (n * g.d + h * g.dh) * g.l + l0, g.l, ds, cols, 1.f,
+                   dkd + (n * g.d + h * g.dh) * g.s + s0, g.s);
+            if (dqd && dq_in_a)  // dQ[dh, rows] += scale K[dh, cols] dS^T
+              gemm(cpu{}, false, true, g.dh, rows, cols, scale,
+                   kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, cols, 1.f,
+                   dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
+          }
+        }
+      }
+    });
+  }
+  if (dqd && !dq_in_a) {
+    const int64_t items = g.n * g.heads * ltiles;
+    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
+    parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t last_chunk) {
+      for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
+        float* p = base + chunk * per_chunk;
+        float* ds = p + qt * kt;
+        float* delta = ds + qt * kt;
+        for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
+          const int64_t lt = item % ltiles, nh = item / ltiles, n = nh / g.heads, h = nh % g.heads;
+          const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
+          for (int64_t st = 0; st < stiles; ++st) {
+            const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
+            tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta);
+            gemm(cpu{}, false, true, g.dh, rows, cols, scale,
+                 kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, cols, 1.f,
+                 dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
+          }
+        }
+      }
+    });
+  }
+}
+#endif  // __CUDACC__
+
+#ifdef SEGKIT_WITH_CUDA
+void attention2d_forward(const attention2d_params& params, const tensor<float, cuda>& q,
+                         const tensor<float, cuda>& k, const tensor<float, cuda>& v,
+                         tensor<float, cuda>& o, tensor<float, cuda>& lse,
+                         workspace<cuda>* ws = nullptr);
+void attention2d_backward(const attention2d_params& params, const tensor<float, cuda>& q,
+                          const tensor<float, cuda>& k, const tensor<float, cuda>& v,
+                          const tensor<float, cuda>& o, const tensor<float, cuda>& lse,
+                          const tensor<float, cuda>& d_o, tensor<float, cuda>* dq,
+                          tensor<float, cuda>* dk, tensor<float, cuda>* dv,
+                          workspace<cuda>* ws = nullptr);
+#endif
+
+}  // namespace segkit::ops
