@@ -197,6 +197,7 @@ inline int64_t axial_line_grain(int64_t len, int64_t c) {
   return std::max<int64_t>(1, 65536 / std::max<int64_t>(1, len * len * c));
 }
 
+#ifndef __CUDACC__  // the cpu GEMM is hidden from CUDA translation units (matmul.hpp)
 // One attention pass over `lines` lines of length len (all [len, c] contiguous): y = A v with
 // A = softmax(scale q k^T) per row; lse gets one value per (line, query row).
 inline void attention_lines_forward(int64_t lines, int64_t len, int64_t c, float scale,
@@ -240,9 +241,12 @@ inline void attention_lines_backward(int64_t lines, int64_t len, int64_t c, floa
   });
 }
 
+#endif  // __CUDACC__
+
 }  // namespace detail
 
 // ---- forward / backward ---------------------------------------------------------------------
+#ifndef __CUDACC__
 inline void axial_attention_forward(const axial_attention_params& params,
                                     const tensor<float, cpu>& q, const tensor<float, cpu>& k,
                                     const tensor<float, cpu>& v, tensor<float, cpu>& out,
@@ -314,6 +318,8 @@ inline void axial_attention_backward(const axial_attention_params& params,
   if (dk) detail::from_lines(g, detail::column_layout(), ldk, dk->data(), true);
   if (dv) detail::from_lines(g, detail::column_layout(), ldv, dv->data(), true);
 }
+
+#endif  // __CUDACC__
 
 #ifdef SEGKIT_WITH_CUDA
 void axial_attention_forward(const axial_attention_params& params, const tensor<float, cuda>& q,
