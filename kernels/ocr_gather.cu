@@ -1,0 +1,2 @@
+// Translation unit for the OCR spatial gather (softmax rows + cuBLAS products).
+#include "ocr_gather.cuh"

@@ -1,0 +1,2 @@
+// Translation unit for the pyramid sampling kernels.
+#include "pyramid_sampling.cuh"
