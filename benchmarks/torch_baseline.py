@@ -4,6 +4,7 @@
 Usage:
   torch_baseline.py matmul M N K [--threads T]
   torch_baseline.py conv2d N C H W COUT KH KW STRIDE PAD DILATION GROUPS fwd|fwdbwd [--threads T]
+  torch_baseline.py attention2d N D DV L S fwd|fwdbwd [--threads T]
 Prints one JSON line: {"op": ..., "median_ms": ..., "threads": ..., "mkldnn": ..., ...}.
 Warm-up runs first, then the median of timed repeats (each repeat long enough to time).
 """
@@ -36,6 +37,30 @@ def timed(fn, min_seconds=0.2, repeats=7):
             fn()
         samples.append((time.perf_counter() - start) / inner)
     return statistics.median(samples) * 1e3
+
+
+def attention2d_baseline(n, d, dv, l, s, mode):
+    """Attention2D as a PyTorch user writes it: Q [N,d,L], K [N,d,S], V [N,dv,S];
+    softmax(Q^T K / sqrt(d)) @ V^T, transposed back to [N,dv,L]."""
+    q, k, v = torch.randn(n, d, l), torch.randn(n, d, s), torch.randn(n, dv, s)
+    scale = d ** -0.5
+
+    def forward():
+        p = torch.softmax(scale * q.transpose(1, 2) @ k, dim=-1)
+        return (p @ v.transpose(1, 2)).transpose(1, 2)
+
+    if mode == "fwd":
+        with torch.no_grad():
+            return timed(forward)
+    for t in (q, k, v):
+        t.requires_grad_()
+    dy = torch.randn(n, dv, l)
+
+    def forward_backward():
+        q.grad = k.grad = v.grad = None
+        forward().backward(dy)
+
+    return timed(forward_backward)
 
 
 def main(argv):
@@ -77,6 +102,8 @@ def main(argv):
                     forward().backward(dy)
 
                 info["median_ms"] = timed(forward_backward)
+        elif op == "attention2d":
+            info["median_ms"] = attention2d_baseline(*args[:6])
         else:
             raise SystemExit("unknown op " + op)
     print(json.dumps(info))
