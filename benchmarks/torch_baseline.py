@@ -3,6 +3,7 @@
 
 Usage:
   torch_baseline.py matmul M N K [--threads T]
+  torch_baseline.py pyramid_fuse N C H W LEVELS labels|logits [--threads T]
   torch_baseline.py conv2d N C H W COUT KH KW STRIDE PAD DILATION GROUPS fwd|fwdbwd [--threads T]
   torch_baseline.py attention2d N D DV L S fwd|fwdbwd [--threads T]
 Prints one JSON line: {"op": ..., "median_ms": ..., "threads": ..., "mkldnn": ..., ...}.
@@ -63,6 +64,32 @@ def attention2d_baseline(n, d, dv, l, s, mode):
     return timed(forward_backward)
 
 
+def pyramid_fuse_baseline(n, c, h, w, levels, with_logits):
+    """SaF Eq. 2 as a PyTorch user writes it: F.interpolate(nearest) every level to the finest
+    size, sigmoid, >= tau, products of indicators, sum, argmax (levels 2x apart, tau = 0.5)."""
+    semantic = [torch.randn(n, c, h >> s, w >> s) for s in range(levels - 1, -1, -1)]
+    unity = [torch.randn(n, 1, h >> s, w >> s) for s in range(levels - 1, 0, -1)]
+
+    def forward():
+        size = (h, w)
+        fused = torch.zeros(n, c, h, w)
+        level = torch.zeros(n, 1, h, w)
+        still = torch.ones(n, 1, h, w)
+        for l, y in enumerate(semantic):
+            if l < levels - 1:
+                conf = (torch.sigmoid(F.interpolate(unity[l], size=size, mode="nearest")) >= 0.5).float()
+            else:
+                conf = torch.ones(n, 1, h, w)
+            fused = fused + still * conf * F.interpolate(y, size=size, mode="nearest")
+            level = level + still * conf * (l + 1)
+            still = still * (1 - conf)
+        labels = fused.argmax(dim=1)
+        return (labels, level, fused) if with_logits == "logits" else (labels, level)
+
+    with torch.no_grad():
+        return timed(forward)
+
+
 def main(argv):
     threads = None
     if "--threads" in argv:
@@ -102,6 +129,8 @@ def main(argv):
                     forward().backward(dy)
 
                 info["median_ms"] = timed(forward_backward)
+        elif op == "pyramid_fuse":
+            info["median_ms"] = pyramid_fuse_baseline(*args[:6])
         elif op == "attention2d":
             info["median_ms"] = attention2d_baseline(*args[:6])
         else:
