@@ -1,10 +1,12 @@
 // tests/test_axial_attention.cpp — ops/axial_attention.hpp against a plain loop reference in
 // double, against the naive composition of segkit's core ops (permute, matmul, scale,
 // softmax, matmul; column pass then row pass), against PyTorch (einsum + softmax), finite
-// differences for q, k, v, odd sizes and bad inputs.
+// differences for q, k, v, odd sizes and bad inputs; and the nn::axial_attention layer.
 #include <cmath>
 
+#include "layer_checker.hpp"
 #include "op_checker.hpp"
+#include "segkit/nn/axial_attention_layer.hpp"
 #include "segkit/ops/axial_attention.hpp"
 #include "segkit/ops/elementwise.hpp"
 #include "segkit/ops/softmax.hpp"
@@ -214,4 +216,45 @@ TEST_CASE("axial_attention: bad inputs name the shapes") {
                     Catch::Contains("output gradient has shape [1, 8, 5, 4]"));
   CHECK_THROWS_WITH(ops::axial_attention_backward({4}, q, k, v, mid, stats, out, &other, nullptr, nullptr),
                     Catch::Contains("query gradient has shape [1, 8, 5, 4]"));
+}
+
+// ---- the layer ---------------------------------------------------------------------------------
+TEST_CASE("axial_attention layer: gradients of input and all six parameters, with and without residual") {
+  testing::check_op(testing::layer_case<nn::axial_attention<4>, 8>("axial layer residual", {2, 8, 4, 5}));
+  testing::check_op(testing::layer_case<nn::axial_attention<2, false>, 4>("axial layer plain", {1, 4, 3, 6}));
+}
+
+TEST_CASE("axial_attention layer: names, Q and K initialised equal, output = op + input") {
+  using layer_type = nn::bind<nn::axial_attention<2>, 4, true, cpu>;
+  layer_type layer;
+  nn::setup_context<cpu> context;
+  std::mt19937_64 init(5);
+  layer.initialize(init);
+  const shape s{1, 4, 3, 5};
+  layer.setup(s, context);
+  std::vector<std::string> names;
+  layer.visit_parameters("aa", [&](const std::string& name, nn::parameter<cpu>&) { names.push_back(name); });
+  CHECK(names == std::vector<std::string>{"aa.query.weight", "aa.query.bias", "aa.key.weight",
+                                          "aa.key.bias", "aa.value.weight", "aa.value.bias"});
+  testing::require_all_close(layer.key.weight.value, layer.query.weight.value, 0.f, 0.f, "K = Q weight");
+  testing::require_all_close(layer.key.bias.value, layer.query.bias.value, 0.f, 0.f, "K = Q bias");
+  std::mt19937 rng(6);
+  const auto x = testing::random_tensor(s, rng);
+  const auto y = layer.forward(x).clone();
+  // reference: the projections by hand, the op, plus x
+  auto project = [&](const nn::parameter<cpu>& w, const nn::parameter<cpu>& b) {
+    host_tensor<float> p(s);
+    for (int64_t o = 0; o < 4; ++o)
+      for (int64_t i = 0; i < 15; ++i) {
+        double acc = b.value[o];
+        for (int64_t c = 0; c < 4; ++c) acc += double(w.value[o * 4 + c]) * x[c * 15 + i];
+        p[o * 15 + i] = float(acc);
+      }
+    return p;
+  };
+  auto expected = loop_reference(2, project(layer.query.weight, layer.query.bias),
+                                 project(layer.key.weight, layer.key.bias),
+                                 project(layer.value.weight, layer.value.bias));
+  for (int64_t i = 0; i < expected.numel(); ++i) expected[i] += x[i];
+  testing::require_all_close(y, expected, 1e-5f, 1e-4f, "layer output");
 }
