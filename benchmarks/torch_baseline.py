@@ -64,6 +64,34 @@ def attention2d_baseline(n, d, dv, l, s, mode):
     return timed(forward_backward)
 
 
+def axial_attention_baseline(n, c, h, w, heads, mode):
+    """HFGD's axial attention as a PyTorch user writes it (einsum + softmax, multi-head):
+    column (H-axis) attention first, then row attention on its result, same q and k."""
+    q, k, v = (torch.randn(n, c, h, w) for _ in range(3))
+    d = c // heads
+    scale = d ** -0.5
+
+    def forward():
+        qh, kh, vh = (t.view(n, heads, d, h, w) for t in (q, k, v))
+        a_col = torch.softmax(torch.einsum("nediw,nedjw->newij", qh, kh) * scale, dim=-1)
+        y1 = torch.einsum("newij,nedjw->nediw", a_col, vh)
+        a_row = torch.softmax(torch.einsum("nedia,nedib->neiab", qh, kh) * scale, dim=-1)
+        return torch.einsum("neiab,nedib->nedia", a_row, y1).reshape(n, c, h, w)
+
+    if mode == "fwd":
+        with torch.no_grad():
+            return timed(forward, repeats=3)
+    for t in (q, k, v):
+        t.requires_grad_()
+    dy = torch.randn(n, c, h, w)
+
+    def forward_backward():
+        q.grad = k.grad = v.grad = None
+        forward().backward(dy)
+
+    return timed(forward_backward, repeats=3)
+
+
 def pyramid_fuse_baseline(n, c, h, w, levels, with_logits):
     """SaF Eq. 2 as a PyTorch user writes it: F.interpolate(nearest) every level to the finest
     size, sigmoid, >= tau, products of indicators, sum, argmax (levels 2x apart, tau = 0.5)."""
@@ -133,6 +161,8 @@ def main(argv):
             info["median_ms"] = pyramid_fuse_baseline(*args[:6])
         elif op == "attention2d":
             info["median_ms"] = attention2d_baseline(*args[:6])
+        elif op == "axial_attention":
+            info["median_ms"] = axial_attention_baseline(*args[:6])
         else:
             raise SystemExit("unknown op " + op)
     print(json.dumps(info))
