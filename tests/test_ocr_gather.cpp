@@ -1,6 +1,8 @@
 #include <string>
 
+#include "layer_checker.hpp"
 #include "op_checker.hpp"
+#include "segkit/nn/ocr_gather_layer.hpp"
 #include "segkit/ops/matmul.hpp"
 #include "segkit/ops/ocr_gather.hpp"
 #include "segkit/ops/softmax.hpp"
@@ -179,4 +181,31 @@ TEST_CASE("ocr gather: bad inputs name both shapes") {
                     Catch::Contains("[2, 3, 5, 4]") && Catch::Contains("[2, 3, 4, 5]"));
   host_tensor<float> regions_rank3({2, 3, 20});
   CHECK_THROWS_AS(ops::ocr_gather_forward(regions_rank3, features, probs, y), shape_error);
+}
+
+TEST_CASE("ocr gather layer: merge<features, regions, ocr_gather> gives [N, C_f, K, 1]") {
+  // features = x itself (4 channels), regions = a 1x1 conv to K = 3 logits.
+  using gather = nn::merge<nn::identity, nn::conv<3, 1>, nn::ocr_gather>;
+  using layer_type = nn::bind<gather, 4, true, cpu>;
+  static_assert(layer_type::out_channels == 4);
+  layer_type layer;
+  nn::setup_context<cpu> context;
+  std::mt19937_64 init(5);
+  layer.initialize(init);
+  CHECK(layer.setup({2, 4, 5, 6}, context) == shape{2, 4, 3, 1});
+  // The layer's output is the op's [N, K, C] transposed.
+  std::mt19937 rng(8);
+  const auto x = testing::random_tensor({2, 4, 5, 6}, rng);
+  const auto& y = layer.forward(x);
+  host_tensor<float> regions({2, 3, 5, 6});
+  ops::conv2d_forward(layer.right().params(), x, layer.right().weight.value, nullptr, regions);
+  const auto want = run_gather(regions, x);
+  for (int64_t n = 0; n < 2; ++n)
+    for (int64_t k = 0; k < 3; ++k)
+      for (int64_t c = 0; c < 4; ++c) CHECK(y[(n * 4 + c) * 3 + k] == want.y[(n * 3 + k) * 4 + c]);
+
+  testing::check_op(testing::layer_case<gather, 4>("merge<identity, conv1x1, ocr_gather>", {2, 4, 5, 6}));
+  // Features from a conv too, so both sides carry parameter gradients.
+  testing::check_op(testing::layer_case<nn::merge<nn::conv<5, 1>, nn::conv<2, 1>, nn::ocr_gather>, 3>(
+      "merge<conv1x1, conv1x1, ocr_gather>", {1, 3, 4, 3}));
 }

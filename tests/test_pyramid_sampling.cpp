@@ -1,7 +1,9 @@
 #include <string>
 #include <vector>
 
+#include "layer_checker.hpp"
 #include "op_checker.hpp"
+#include "segkit/nn/pyramid_sampling_layer.hpp"
 #include "segkit/ops/pooling.hpp"
 #include "segkit/ops/pyramid_sampling.hpp"
 #include "segkit/tensor/safetensors.hpp"
@@ -172,4 +174,24 @@ TEST_CASE("pyramid sampling: bad inputs name the values and shapes") {
   CHECK_THROWS_WITH(ops::pyramid_sampling_backward({}, y, dx_bad),
                     Catch::Contains("pyramid_sampling_backward") && Catch::Contains("[2, 4, 8, 8]") &&
                         Catch::Contains("[2, 3, 110]"));
+}
+
+TEST_CASE("pyramid sampling layer: [N, C, 1, S] through the layer checker") {
+  using layer_type = nn::bind<nn::pyramid_sampling<1, 3, 6, 8>, 3, true, cpu>;
+  static_assert(nn::pyramid_sampling<1, 3, 6, 8>::positions == 110);
+  static_assert(layer_type::out_channels == 3);
+  layer_type layer;
+  nn::setup_context<cpu> context;
+  CHECK(layer.setup({2, 3, 13, 11}, context) == shape{2, 3, 1, 110});
+  // The layer's output is the op's, viewed with height 1.
+  std::mt19937 rng(3);
+  const auto x = testing::random_tensor({2, 3, 13, 11}, rng);
+  host_tensor<float> y({2, 3, 110});
+  ops::pyramid_sampling_forward({{1, 3, 6, 8}}, x, y);
+  CHECK(to_vector(layer.forward(x)) == to_vector(y));
+
+  testing::check_op(testing::layer_case<nn::pyramid_sampling<1, 3, 6, 8>, 3>(
+      "pyramid_sampling<1,3,6,8> layer", {2, 3, 13, 11}));
+  testing::check_op(testing::layer_case<nn::seq<nn::pyramid_sampling<2, 1>, nn::conv<4, 1>>, 3>(
+      "pyramid_sampling<2,1> then a 1x1 conv", {1, 3, 7, 5}));
 }
