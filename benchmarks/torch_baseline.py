@@ -6,6 +6,8 @@ Usage:
   torch_baseline.py pyramid_fuse N C H W LEVELS labels|logits [--threads T]
   torch_baseline.py conv2d N C H W COUT KH KW STRIDE PAD DILATION GROUPS fwd|fwdbwd [--threads T]
   torch_baseline.py attention2d N D DV L S fwd|fwdbwd [--threads T]
+  torch_baseline.py pyramid_sampling N C H W 1,3,6,8 fwd|fwdbwd [--threads T]
+  torch_baseline.py ocr_gather N K C H W fwd|fwdbwd [--threads T]
 Prints one JSON line: {"op": ..., "median_ms": ..., "threads": ..., "mkldnn": ..., ...}.
 Warm-up runs first, then the median of timed repeats (each repeat long enough to time).
 """
@@ -118,6 +120,50 @@ def pyramid_fuse_baseline(n, c, h, w, levels, with_logits):
         return timed(forward)
 
 
+def pyramid_sampling_baseline(n, c, h, w, sizes, mode):
+    """ANL / SaF PyramidSampling as a PyTorch user writes it: one adaptive_avg_pool2d per size,
+    flattened and concatenated (sizes given as "1,3,6,8")."""
+    sizes = [int(v) for v in str(sizes).split(",")]
+    x = torch.randn(n, c, h, w)
+
+    def forward():
+        return torch.cat([F.adaptive_avg_pool2d(x, s).flatten(2) for s in sizes], 2)
+
+    if mode == "fwd":
+        with torch.no_grad():
+            return timed(forward)
+    x.requires_grad_()
+    dy = torch.randn(n, c, sum(s * s for s in sizes))
+
+    def forward_backward():
+        x.grad = None
+        forward().backward(dy)
+
+    return timed(forward_backward)
+
+
+def ocr_gather_baseline(n, k, c, h, w, mode):
+    """OCR's SpatialGather_Module as its authors write it: softmax over pixels, matmul."""
+    regions, feats = torch.randn(n, k, h, w), torch.randn(n, c, h, w)
+
+    def forward():
+        probs = F.softmax(regions.view(n, k, -1), dim=2)
+        return torch.matmul(probs, feats.view(n, c, -1).permute(0, 2, 1))
+
+    if mode == "fwd":
+        with torch.no_grad():
+            return timed(forward)
+    regions.requires_grad_()
+    feats.requires_grad_()
+    dy = torch.randn(n, k, c)
+
+    def forward_backward():
+        regions.grad = feats.grad = None
+        forward().backward(dy)
+
+    return timed(forward_backward)
+
+
 def main(argv):
     threads = None
     if "--threads" in argv:
@@ -163,6 +209,10 @@ def main(argv):
             info["median_ms"] = attention2d_baseline(*args[:6])
         elif op == "axial_attention":
             info["median_ms"] = axial_attention_baseline(*args[:6])
+        elif op == "pyramid_sampling":
+            info["median_ms"] = pyramid_sampling_baseline(*args[:6])
+        elif op == "ocr_gather":
+            info["median_ms"] = ocr_gather_baseline(*args[:6])
         else:
             raise SystemExit("unknown op " + op)
     print(json.dumps(info))
