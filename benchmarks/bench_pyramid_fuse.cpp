@@ -1,0 +1,246 @@
+// bench_pyramid_fuse — the SaF fuser (ops/pyramid_fuse.hpp) on the shape: C = 150,
+// L = 4 levels of 16^2, 32^2, 64^2, 128^2, batch 8; and the pyramidal ground truth briefly.
+// Reports, all measured in this run: time; the bytes the one-pass algorithm must move (unity
+// maps + the C logits of every answering cell once + outputs written) and the effective GB/s
+// over them; that as a fraction of the measured copy bandwidth; the ratio against the naive
+// segkit composition (ops::resize nearest of every level, sigmoid, threshold, products, sum,
+// argmax) and against PyTorch's Eq. 2 (torch_baseline.py pyramid_fuse).
+// Unity scenarios: "regions" (smooth fields, confident regions contiguous, ~half of each
+// level confident: what a trained unity head looks like), "scattered" (i.i.d. logits: the
+// same fractions, no spatial coherence), "none" (no coarse level confident: every location
+// reads the finest level's 150 logits, the worst case).
+// Goals (CPU): fuser >= 60% of copy bandwidth and >= 5x faster than PyTorch's composition.
+#include <cmath>
+#include <cstdio>
+#include <random>
+
+#include "bench_common.hpp"
+#include "segkit/ops/activation.hpp"
+#include "segkit/ops/pyramid_fuse.hpp"
+#include "segkit/ops/pyramid_ground_truth.hpp"
+#include "segkit/ops/resize.hpp"
+
+using namespace segkit;
+
+namespace {
+
+constexpr int64_t N = 8, C = 150, H = 128, W = 128;
+constexpr int L = 4;
+
+enum class scenario { regions, scattered, none };
+
+struct problem {
+  std::vector<host_tensor<float>> semantic, unity;
+  host_tensor<int32_t> labels{shape{N, H, W}};
+  host_tensor<uint8_t> level{shape{N, H, W}};
+  host_tensor<float> logits{shape{N, C, H, W}};
+};
+
+problem make_problem(scenario s) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> normal(0.f, 1.f);
+  problem p;
+  for (int l = 0; l < L; ++l) {
+    const int64_t h = H >> (L - 1 - l), w = W >> (L - 1 - l);
+    host_tensor<float> y(shape{N, C, h, w});
+    for (int64_t i = 0; i < y.numel(); ++i) y[i] = normal(rng);
+    p.semantic.push_back(y);
+    if (l == L - 1) break;
+    host_tensor<float> u(shape{N, 1, h, w});
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t cy = 0; cy < h; ++cy)
+        for (int64_t cx = 0; cx < w; ++cx) {
+          const double fy = double(cy) / h, fx = double(cx) / w;  // image coordinates in [0, 1)
+          float v = 0.f;
+          if (s == scenario::regions)
+            v = float(2.0 * std::sin(6.0 * fy + 1.3 * l + n) * std::cos(5.0 * fx - 0.7 * l));
+          else if (s == scenario::scattered)
+            v = normal(rng);
+          else
+            v = -1.f - std::fabs(normal(rng));
+          u.at(n, 0, cy, cx) = v;
+        }
+    p.unity.push_back(u);
+  }
+  p.logits.zero();
+  return p;
+}
+
+// Bytes the one-pass algorithm must move: every unity map, each answering cell's C logits
+// once, the labels (4 B) and level map (1 B) written, and the fused logits if asked for.
+double minimal_bytes(problem& p, bool with_logits) {
+  ops::pyramid_fuse(ops::pyramid_fuse_params{}, p.semantic, p.unity, p.labels, nullptr, p.level);
+  double bytes = 0;
+  for (const auto& u : p.unity) bytes += double(u.bytes());
+  for (int l = 0; l < L; ++l) {
+    const int k = L - 1 - l;  // shift
+    int64_t cells = 0;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t y = 0; y < H; y += int64_t(1) << k)
+        for (int64_t x = 0; x < W; x += int64_t(1) << k) cells += p.level.at(n, y, x) == l + 1;
+    bytes += double(cells) * C * 4;
+  }
+  bytes += double(N * H * W) * 5;
+  if (with_logits) bytes += double(N * C * H * W) * 4;
+  return bytes;
+}
+
+void bench_fuse(benchmark::State& state, scenario s, bool with_logits) {
+  problem p = make_problem(s);
+  for (auto _ : state) {
+    ops::pyramid_fuse(ops::pyramid_fuse_params{}, p.semantic, p.unity, p.labels,
+                      with_logits ? &p.logits : nullptr, p.level);
+    benchmark::DoNotOptimize(p.labels.data());
+    benchmark::ClobberMemory();
+  }
+}
+
+// The naive composition with segkit's own core ops, buffers allocated once.
+struct naive_fuser {
+  std::vector<host_tensor<float>> up_y, up_u;
+  host_tensor<float> fused{shape{N, C, H, W}}, still{shape{N, 1, H, W}}, level{shape{N, 1, H, W}};
+  host_tensor<int32_t> labels{shape{N, H, W}};
+  naive_fuser() {
+    for (int l = 0; l < L; ++l) {
+      up_y.emplace_back(shape{N, C, H, W});
+      if (l + 1 < L) up_u.emplace_back(shape{N, 1, H, W});
+    }
+  }
+  void run(const problem& p) {
+    const ops::resize_params nearest{ops::resize_mode::nearest, false};
+    for (int l = 0; l < L; ++l) {
+      ops::resize_forward(nearest, p.semantic[size_t(l)], up_y[size_t(l)]);
+      if (l + 1 < L) {
+        ops::resize_forward(nearest, p.unity[size_t(l)], up_u[size_t(l)]);
+        ops::activation_forward({ops::activation::sigmoid}, up_u[size_t(l)], up_u[size_t(l)]);
+      }
+    }
+    fused.zero();
+    level.zero();
+    still.fill(1.f);
+    for (int l = 0; l < L; ++l) {
+      const float* u = l + 1 < L ? up_u[size_t(l)].data() : nullptr;
+      const float* y = up_y[size_t(l)].data();
+      parallel_for(0, N, 1, [&](int64_t first, int64_t last) {
+        for (int64_t n = first; n < last; ++n)
+          for (int64_t c = 0; c < C; ++c)
+            for (int64_t i = 0; i < H * W; ++i) {
+              const float conf = u ? (u[n * H * W + i] >= 0.5f ? 1.f : 0.f) : 1.f;
+              const float weight = still[n * H * W + i] * conf;
+              fused[(n * C + c) * H * W + i] += weight * y[(n * C + c) * H * W + i];
+              if (c == C - 1) {
+                level[n * H * W + i] += weight * float(l + 1);
+                still[n * H * W + i] *= 1.f - conf;
+              }
+            }
+      });
+    }
+    parallel_for(0, N, 1, [&](int64_t first, int64_t last) {
+      for (int64_t n = first; n < last; ++n)
+        for (int64_t i = 0; i < H * W; ++i) {
+          int32_t best = 0;
+          for (int64_t c = 1; c < C; ++c)
+            if (fused[(n * C + c) * H * W + i] > fused[(n * C + best) * H * W + i]) best = int32_t(c);
+          labels[n * H * W + i] = best;
+        }
+    });
+  }
+};
+
+void bench_naive(benchmark::State& state) {
+  problem p = make_problem(scenario::regions);
+  naive_fuser naive;
+  naive.run(p);
+  ops::pyramid_fuse(ops::pyramid_fuse_params{}, p.semantic, p.unity, p.labels, nullptr, p.level);
+  if (to_vector(naive.labels) != to_vector(p.labels)) state.SkipWithError("naive != fused labels");
+  for (auto _ : state) {
+    naive.run(p);
+    benchmark::DoNotOptimize(naive.labels.data());
+  }
+}
+
+// Ground truth from a 512 x 512 label map (s_L = 4: the 128^2 finest grid above), batch 8.
+void bench_ground_truth(benchmark::State& state) {
+  const ops::pyramid_ground_truth_params params{L, 4, 255};
+  host_tensor<int32_t> labels(shape{N, 512, 512});
+  for (int64_t n = 0; n < N; ++n)
+    for (int64_t y = 0; y < 512; ++y)
+      for (int64_t x = 0; x < 512; ++x)
+        labels.at(n, y, x) = (y * y / 97 + x / 23 + n) % 7 == 0 ? 255 : int32_t((y / 37 + x / 41) % 150);
+  std::vector<host_tensor<int32_t>> semantic, unity;
+  for (int l = 0; l < L; ++l) {
+    semantic.emplace_back(ops::pyramid_semantic_shape(params, labels.shape(), l));
+    if (l + 1 < L) unity.emplace_back(ops::pyramid_unity_shape(params, labels.shape(), l));
+  }
+  std::vector<host_tensor<float>> predicted;
+  for (const auto& u : unity) {
+    predicted.emplace_back(shape{N, 1, u.size(1), u.size(2)});
+    predicted.back().fill(1.f);
+  }
+  for (auto _ : state) {
+    ops::pyramid_ground_truth(params, labels, semantic, unity);
+    ops::pyramid_relabel({ops::relabel_mode::true_positive, 255, 0.5f}, semantic, unity, &predicted);
+    benchmark::DoNotOptimize(semantic[0].data());
+  }
+  state.counters["label GB/s"] = benchmark::Counter(double(labels.bytes()),
+                                                    benchmark::Counter::kIsIterationInvariantRate);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const double copy_gbps = bench::measure_copy_gbps();
+  std::printf("copy bandwidth (read + write, measured now): %.1f GB/s, %d threads\n", copy_gbps,
+              num_threads());
+  struct variant {
+    std::string name;
+    scenario s;
+    bool logits;
+  };
+  const variant variants[] = {{"fuse_regions_labels", scenario::regions, false},
+                              {"fuse_scattered_labels", scenario::scattered, false},
+                              {"fuse_none_labels", scenario::none, false},
+                              {"fuse_regions_logits", scenario::regions, true}};
+  for (const auto& v : variants)
+    benchmark::RegisterBenchmark(v.name.c_str(), bench_fuse, v.s, v.logits)
+        ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  benchmark::RegisterBenchmark("naive_segkit_composition", bench_naive)
+      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+  benchmark::RegisterBenchmark("ground_truth_512x512_tp_relabel", bench_ground_truth)
+      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+  benchmark::Initialize(&argc, argv);
+  bench::recording_reporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+
+  const double naive_ms = reporter.ms("naive_segkit_composition");
+  const auto torch_labels = bench::run_torch("pyramid_fuse", "8 150 128 128 4 labels");
+  const auto torch_logits = bench::run_torch("pyramid_fuse", "8 150 128 128 4 logits");
+  std::printf("\nSummary: N %ld, C %ld, levels 16^2..128^2, tau 0.5, threads %d, copy %.1f GB/s\n",
+              long(N), long(C), num_threads(), copy_gbps);
+  std::printf("%-24s %9s %12s %9s %8s %10s %10s\n", "variant", "ms", "min MB", "eff GB/s",
+              "% copy", "vs naive", "vs torch");
+  bool copy_met = true, torch_met = true;
+  for (const auto& v : variants) {
+    const double ms = reporter.ms(v.name);
+    if (ms <= 0) continue;
+    problem p = make_problem(v.s);
+    const double bytes = minimal_bytes(p, v.logits);
+    const double gbps = bytes / ms * 1e-6;
+    const double percent = 100.0 * gbps / copy_gbps;
+    const auto& torch = v.logits ? torch_logits : torch_labels;
+    const double vs_torch = torch ? torch->median_ms / ms : 0;
+    std::printf("%-24s %9.3f %12.2f %9.1f %7.1f%% %9.1fx %9.1fx\n", v.name.c_str(), ms,
+                bytes * 1e-6, gbps, percent, naive_ms > 0 ? naive_ms / ms : 0, vs_torch);
+    copy_met = copy_met && percent >= 60.0;
+    torch_met = torch_met && (!torch || vs_torch >= 5.0);
+  }
+  std::printf("naive segkit composition: %.2f ms; torch Eq. 2: labels %.2f ms, with logits %.2f ms\n",
+              naive_ms, torch_labels ? torch_labels->median_ms : -1.0,
+              torch_logits ? torch_logits->median_ms : -1.0);
+  std::printf("ground truth + TP relabel (8 x 512 x 512 labels, L 4, s_L 4): %.3f ms\n",
+              reporter.ms("ground_truth_512x512_tp_relabel"));
+  std::printf("goal >= 60%% of copy bandwidth (all variants): %s\n", copy_met ? "MET" : "NOT MET");
+  std::printf("goal >= 5x faster than PyTorch (all variants): %s\n",
+              torch_labels ? (torch_met ? "MET" : "NOT MET") : "not measured (no PyTorch)");
+  return 0;
+}
