@@ -291,3 +291,30 @@ TEST_CASE("pyramid_fuse matches PyTorch's Eq. 2 (golden)") {
     testing::require_all_close(out.logits, file.get<float>(key + ".logits"), 0.f, 0.f, "logits");
   }
 }
+
+#include "segkit/nn/pyramid_nodes.hpp"
+
+TEST_CASE("pyramid nodes: planned at setup, no allocation per forward, same results as the ops") {
+  auto p = random_pyramid(2, 5, 16, 16, {3, 2, 1, 0}, 21);
+  nn::pyramid_fuser_node<cpu> fuser({0.5f}, true);
+  fuser.setup(ops::detail::shapes_of(p.semantic), ops::detail::shapes_of(p.unity));
+  const auto expected = naive_fuse(p, 0.5f);
+  const long long before = allocations<cpu>().total;
+  const auto& labels = fuser.forward(p.semantic, p.unity);
+  CHECK(allocations<cpu>().total == before);
+  require_equal(labels, expected.labels, "node labels");
+  testing::require_all_close(fuser.logits(), expected.logits, 0.f, 0.f, "node logits");
+  CHECK(int(fuser.level_map()[0]) == expected.level[0]);
+  CHECK_THROWS_AS(fuser.setup({shape{2, 5, 4, 4}}, {}), shape_error);
+
+  nn::pyramid_ground_truth_node<cpu> gt({3, 2, 255}, ops::relabel_mode::ground_truth);
+  const auto map = from_vector<int32_t>(shape{1, 8, 8}, std::vector<int32_t>(64, 3));
+  gt.setup(map.shape());
+  const long long before_gt = allocations<cpu>().total;
+  gt.forward(map);
+  CHECK(allocations<cpu>().total == before_gt);
+  CHECK(gt.unity()[0][0] == 1);
+  CHECK(gt.semantic()[0][0] == 3);
+  CHECK(gt.semantic()[2][0] == 255);  // done by coarser
+  CHECK_THROWS_AS(gt.setup(shape{1, 8, 12}), shape_error);
+}
