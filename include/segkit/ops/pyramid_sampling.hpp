@@ -48,6 +48,8 @@ struct pyramid_geometry {
   const int64_t* row_of = nullptr;     // [height] elementary band of each row
   const int64_t* col_of = nullptr;     // [width] elementary segment of each column
   const int64_t* bins = nullptr;       // [positions * 4] band range [r0, r1), segment range [c0, c1)
+  const int64_t* row_bins = nullptr;   // [rows * levels * 2] bin rows [oh0, oh1) holding each band
+  const int64_t* col_bins = nullptr;   // [cols * levels * 2] bin columns holding each segment
 };
 
 // Sum of colsum[w0, w1) in double (colsum holds one band's column sums).
@@ -70,23 +72,22 @@ SEGKIT_HOST_DEVICE float pyramid_bin_mean(const double* cells, const pyramid_geo
 }
 
 // Gradient every pixel of elementary cell (r, c) receives: sum over the sizes of dy / area over
-// the bins containing the cell (found from its first pixel with the swapped-extent rule).
+// the bins containing the cell (tabulated per band and segment: no integer division here).
 SEGKIT_HOST_DEVICE float pyramid_cell_grad(const float* dy_plane, const pyramid_geometry& g,
                                            int64_t r, int64_t c) {
-  const int64_t h = g.row_breaks[r], w = g.col_breaks[c];
   float sum = 0.f;
   for (int64_t t = 0; t < g.levels; ++t) {
-    const int64_t n = g.sizes[t];
-    const float* dy = dy_plane + g.offsets[t];
-    const int64_t oh0 = adaptive_start(h, n, g.height), oh1 = adaptive_end(h, n, g.height);
-    const int64_t ow0 = adaptive_start(w, n, g.width), ow1 = adaptive_end(w, n, g.width);
-    for (int64_t oh = oh0; oh < oh1; ++oh) {
-      const int64_t bin_h = adaptive_end(oh, g.height, n) - adaptive_start(oh, g.height, n);
-      for (int64_t ow = ow0; ow < ow1; ++ow) {
-        const int64_t bin_w = adaptive_end(ow, g.width, n) - adaptive_start(ow, g.width, n);
-        sum += dy[oh * n + ow] / static_cast<float>(bin_h * bin_w);
+    const int64_t n = g.sizes[t], offset = g.offsets[t];
+    const int64_t* rb = g.row_bins + 2 * (r * g.levels + t);
+    const int64_t* cb = g.col_bins + 2 * (c * g.levels + t);
+    for (int64_t oh = rb[0]; oh < rb[1]; ++oh)
+      for (int64_t ow = cb[0]; ow < cb[1]; ++ow) {
+        const int64_t s = offset + oh * n + ow;
+        const int64_t* b = g.bins + 4 * s;
+        const int64_t area = (g.row_breaks[b[1]] - g.row_breaks[b[0]]) *
+                             (g.col_breaks[b[3]] - g.col_breaks[b[2]]);
+        sum += dy_plane[s] / static_cast<float>(area);
       }
-    }
   }
   return sum;
 }
@@ -105,7 +106,9 @@ inline void check_pyramid_sizes(const char* op, const pyramid_sampling_params& p
 // Int64 elements the geometry tables of sizes over an [H, W] plane need.
 inline int64_t pyramid_geometry_elements(const pyramid_sampling_params& p, int64_t height,
                                          int64_t width, int64_t positions) {
-  return 2 * int64_t(p.sizes.size()) + 2 * (height + 1) + 2 * (width + 1) + 4 * positions;
+  const int64_t levels = int64_t(p.sizes.size());
+  return 2 * levels + 2 * (height + 1) + 2 * (width + 1) + 4 * positions +
+         2 * levels * (height + width);
 }
 
 // Upper bound on the elementary bands (or segments) along an extent: the breaks are 0, the
@@ -171,6 +174,22 @@ inline math::pyramid_geometry build_pyramid_geometry(const pyramid_sampling_para
         b[3] = w1 == width ? g.cols : col_of[w1];
       }
   }
+  // The bins of each size holding each band / segment (swapped-extent rule, from its first row).
+  int64_t* row_bins = bins + 4 * positions;
+  int64_t* col_bins = row_bins + 2 * g.rows * g.levels;
+  for (int64_t t = 0; t < g.levels; ++t) {
+    const int64_t n = sizes[t];
+    for (int64_t r = 0; r < g.rows; ++r) {
+      row_bins[2 * (r * g.levels + t)] = math::adaptive_start(row_breaks[r], n, height);
+      row_bins[2 * (r * g.levels + t) + 1] = math::adaptive_end(row_breaks[r], n, height);
+    }
+    for (int64_t c = 0; c < g.cols; ++c) {
+      col_bins[2 * (c * g.levels + t)] = math::adaptive_start(col_breaks[c], n, width);
+      col_bins[2 * (c * g.levels + t) + 1] = math::adaptive_end(col_breaks[c], n, width);
+    }
+  }
+  g.row_bins = row_bins;
+  g.col_bins = col_bins;
   g.sizes = sizes;
   g.offsets = offsets;
   g.row_breaks = row_breaks;
@@ -193,6 +212,8 @@ inline math::pyramid_geometry rebase(const math::pyramid_geometry& g, const int6
   moved.row_of = at(g.row_of);
   moved.col_of = at(g.col_of);
   moved.bins = at(g.bins);
+  moved.row_bins = at(g.row_bins);
+  moved.col_bins = at(g.col_bins);
   return moved;
 }
 
