@@ -29,6 +29,10 @@
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
 
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+#include <immintrin.h>  // the vectorised exp of the CPU softmax step
+#endif
+
 namespace segkit::ops {
 
 struct attention2d_params {
@@ -116,8 +120,14 @@ inline attention2d_geometry check_attention2d(const char* op, const attention2d_
   return g;
 }
 
-constexpr int64_t attention_query_tile = 128;  // queries per work item / CUDA block group
-constexpr int64_t attention_key_tile = 512;    // keys per online-softmax step (128 x 512 = 256 KiB)
+constexpr int64_t attention_key_tile = 512;     // keys per online-softmax step
+constexpr int64_t attention_tile_floats = 65536;  // a query x key score tile: 256 KiB (L2)
+
+// Queries per CPU work item: as many as keep the score tile at 256 KiB (128 with 512-key
+// tiles; ~600 for SaF's 110 keys, so K is packed for the GEMM 5x less often), a multiple of 16.
+inline int64_t attention_query_tile(int64_t key_tile) {
+  return std::max<int64_t>(16, std::min<int64_t>(1024, attention_tile_floats / key_tile) / 16 * 16);
+}
 
 }  // namespace detail
 
@@ -136,26 +146,65 @@ inline shape attention2d_lse_shape(const attention2d_params& params, const shape
 #ifndef __CUDACC__
 namespace detail {
 
-// Softmax step of one [rows x cols] score tile (row stride ld) against the running state:
-// scores become exp(scale * x - new_max); returns nothing, updates max/sum, writes the rescale
-// factor of each row into factor[].
-inline void attention_tile_softmax(float* scores, int64_t rows, int64_t cols, int64_t ld,
-                                   float scale, float* running_max, float* running_sum,
-                                   float* factor) {
-  for (int64_t r = 0; r < rows; ++r) {
-    float* row = scores + r * ld;
-    float tile_max = -INFINITY;
-    for (int64_t c = 0; c < cols; ++c) tile_max = std::max(tile_max, scale * row[c]);
-    factor[r] = math::online_softmax_rescale(running_max[r], tile_max);
-    const float m = running_max[r];
-    float sum = 0.f;
-    for (int64_t c = 0; c < cols; ++c) {
-      const float p = std::exp(scale * row[c] - m);
-      row[c] = p;
-      sum += p;
-    }
-    running_sum[r] = running_sum[r] * factor[r] + sum;
+#ifdef __AVX512F__
+// exp(x) for 16 floats: 2^n * p(r), n = round(x log2 e), r = x - n ln 2 (Cody-Waite split),
+// p a degree-6 polynomial (Cephes expf coefficients); |relative error| < 2e-7 on the range
+// used here (x <= 0); x < -87.3 gives 0.
+inline __m512 exp16(__m512 x) {
+  x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
+  return _mm512_scalef_ps(p, n);
+}
+#endif
+
+// Score tiles are stored key-major, [cols keys x rows queries] (row stride `rows`): with q and
+// the output stored [d, L], every tile product is then a plain GEMM (K^T Q, V P^T, ...) whose
+// B operand is read along L, and the per-query softmax runs vectorised across queries.
+
+// x[i] = exp(scale * x[i] - shift[i]), sum[i] += x[i], for i < count.
+inline void attention_exp_add(float* x, const float* shift, float* sum, int64_t count,
+                              float scale) {
+  int64_t i = 0;
+#ifdef __AVX512F__
+  const __m512 vs = _mm512_set1_ps(scale);
+  for (; i + 16 <= count; i += 16) {
+    const __m512 e = exp16(_mm512_fmsub_ps(vs, _mm512_loadu_ps(x + i), _mm512_loadu_ps(shift + i)));
+    _mm512_storeu_ps(x + i, e);
+    _mm512_storeu_ps(sum + i, _mm512_add_ps(_mm512_loadu_ps(sum + i), e));
   }
+#endif
+  for (; i < count; ++i) {
+    x[i] = std::exp(scale * x[i] - shift[i]);
+    sum[i] += x[i];
+  }
+}
+
+// Online-softmax step of a [cols x rows] key-major score tile: updates the running max and sum
+// of each query (row of the softmax), turns the scores into exp(scale * x - new_max) and writes
+// the factor that rescales each query's accumulated output.
+inline void attention_tile_softmax(float* scores, int64_t rows, int64_t cols, float scale,
+                                   float* running_max, float* running_sum, float* factor,
+                                   float* tile_max, float* tile_sum) {
+  for (int64_t r = 0; r < rows; ++r) tile_max[r] = -INFINITY, tile_sum[r] = 0.f;
+  for (int64_t c = 0; c < cols; ++c) {
+    const float* row = scores + c * rows;
+    for (int64_t r = 0; r < rows; ++r) tile_max[r] = std::max(tile_max[r], scale * row[r]);
+  }
+  for (int64_t r = 0; r < rows; ++r)
+    factor[r] = math::online_softmax_rescale(running_max[r], tile_max[r]);
+  for (int64_t c = 0; c < cols; ++c)
+    attention_exp_add(scores + c * rows, running_max, tile_sum, rows, scale);
+  for (int64_t r = 0; r < rows; ++r) running_sum[r] = running_sum[r] * factor[r] + tile_sum[r];
 }
 
 }  // namespace detail
@@ -174,10 +223,11 @@ inline void attention2d_forward(const attention2d_params& params, const tensor<f
     lse.fill(-INFINITY);
     return;
   }
-  const int64_t qt = detail::attention_query_tile, kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t qt = detail::attention_query_tile(kt);
   const int64_t tiles = (g.l + qt - 1) / qt, items = g.n * g.heads * tiles;
   const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
-  const int64_t per_chunk = qt * kt + 3 * qt;
+  const int64_t per_chunk = qt * kt + 5 * qt;
   workspace<cpu>& scratch = ws ? *ws : default_workspace<cpu>();
   float* base = scratch.reserve_elements<float>(size_t(chunks * per_chunk));
   const float scale = params.scale;
@@ -189,6 +239,8 @@ inline void attention2d_forward(const attention2d_params& params, const tensor<f
       float* rmax = scores + qt * kt;
       float* rsum = rmax + qt;
       float* factor = rsum + qt;
+      float* tmax = factor + qt;
+      float* tsum = tmax + qt;
       for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
         const int64_t tile = item % tiles, nh = item / tiles, n = nh / g.heads, h = nh % g.heads;
         const int64_t l0 = tile * qt, rows = std::min(qt, g.l - l0);
@@ -200,17 +252,18 @@ inline void attention2d_forward(const attention2d_params& params, const tensor<f
         std::fill(rsum, rsum + rows, 0.f);
         for (int64_t s0 = 0; s0 < g.s; s0 += kt) {
           const int64_t cols = std::min(kt, g.s - s0);
-          // scores[rows, cols] = Q_tile^T K_tile
-          gemm(cpu{}, true, false, rows, cols, g.dh, 1.f, qp, g.l, kp + s0, g.s, 0.f, scores,
-               cols);
-          detail::attention_tile_softmax(scores, rows, cols, cols, scale, rmax, rsum, factor);
+          // scores[cols, rows] = K_tile^T Q_tile
+          gemm(cpu{}, true, false, cols, rows, g.dh, 1.f, kp + s0, g.s, qp, g.l, 0.f, scores,
+               rows);
+          detail::attention_tile_softmax(scores, rows, cols, scale, rmax, rsum, factor, tmax,
+                                         tsum);
           if (s0 > 0)
             for (int64_t c = 0; c < g.dvh; ++c) {
               float* orow = op + c * g.l;
               for (int64_t r = 0; r < rows; ++r) orow[r] *= factor[r];
             }
-          // O_tile[dvh, rows] (+)= V_tile[dvh, cols] P^T
-          gemm(cpu{}, false, true, g.dvh, rows, cols, 1.f, vp + s0, g.s, scores, cols,
+          // O_tile[dvh, rows] (+)= V_tile[dvh, cols] P[cols, rows]
+          gemm(cpu{}, false, false, g.dvh, rows, cols, 1.f, vp + s0, g.s, scores, rows,
                s0 > 0 ? 1.f : 0.f, op, g.l);
         }
         for (int64_t r = 0; r < rows; ++r) factor[r] = 1.f / rsum[r];
@@ -241,7 +294,8 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
   if (dk) require_same_shape(op_name, "k", k.shape(), "gradient dk", dk->shape());
   if (dv) require_same_shape(op_name, "v", v.shape(), "gradient dv", dv->shape());
   if ((!dq && !dk && !dv) || g.s == 0 || g.l == 0 || g.n == 0) return;
-  const int64_t qt = detail::attention_query_tile, kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t kt = std::min(detail::attention_key_tile, g.s);
+  const int64_t qt = detail::attention_query_tile(kt);
   const int64_t ltiles = (g.l + qt - 1) / qt, stiles = (g.s + kt - 1) / kt;
   const float scale = params.scale;
   const float *qd = q.data(), *kd = k.data(), *vd = v.data(), *od = o.data(), *lsed = lse.data(),
@@ -252,15 +306,15 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
   // order; with a single key tile they own dQ of (n, head) too. Pass B (several key tiles and
   // dq wanted): items (n, head, query tile) own their dQ columns.
   const bool dq_in_a = stiles == 1;
-  const int64_t per_chunk = 3 * qt * kt + qt;
+  const int64_t per_chunk = 2 * qt * kt + 2 * qt;
   workspace<cpu>& scratch = ws ? *ws : default_workspace<cpu>();
   const int64_t max_items = g.n * g.heads * std::max(stiles, ltiles);
   const int64_t max_chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), max_items));
   float* base = scratch.reserve_elements<float>(size_t(max_chunks * per_chunk));
 
-  // P, dP -> dS for query tile [l0, l0+rows) x key tile [s0, s0+cols) of (n, h).
+  // Key-major P and dS ([cols, rows]) for query tile [l0, l0+rows) x key tile [s0, s0+cols).
   auto tile_gradients = [&](int64_t n, int64_t h, int64_t l0, int64_t rows, int64_t s0,
-                            int64_t cols, float* p, float* ds, float* delta) {
+                            int64_t cols, float* p, float* ds, float* delta, float* unused) {
     const float* qp = qd + (n * g.d + h * g.dh) * g.l + l0;
     const float* kp = kd + (n * g.d + h * g.dh) * g.s + s0;
     const float* vp = vd + (n * g.dv + h * g.dvh) * g.s + s0;
@@ -270,69 +324,64 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
     std::fill(delta, delta + rows, 0.f);
     for (int64_t c = 0; c < g.dvh; ++c)
       for (int64_t r = 0; r < rows; ++r) delta[r] += dop[c * g.l + r] * opp[c * g.l + r];
-    gemm(cpu{}, true, false, rows, cols, g.dh, 1.f, qp, g.l, kp, g.s, 0.f, p, cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        p[r * cols + c] = math::attention_probability(p[r * cols + c], scale, lrow[r]);
-    gemm(cpu{}, true, false, rows, cols, g.dvh, 1.f, dop, g.l, vp, g.s, 0.f, ds, cols);
-    for (int64_t r = 0; r < rows; ++r)
-      for (int64_t c = 0; c < cols; ++c)
-        ds[r * cols + c] = math::attention_score_gradient(p[r * cols + c], ds[r * cols + c], delta[r]);
+    gemm(cpu{}, true, false, cols, rows, g.dh, 1.f, kp, g.s, qp, g.l, 0.f, p, rows);
+    // P = exp(scale * score - lse): math::attention_probability, vectorised
+    std::fill(unused, unused + rows, 0.f);
+    for (int64_t c = 0; c < cols; ++c) detail::attention_exp_add(p + c * rows, lrow, unused, rows, scale);
+    gemm(cpu{}, true, false, cols, rows, g.dvh, 1.f, vp, g.s, dop, g.l, 0.f, ds, rows);
+    for (int64_t c = 0; c < cols; ++c)
+      for (int64_t r = 0; r < rows; ++r)
+        ds[c * rows + r] = math::attention_score_gradient(p[c * rows + r], ds[c * rows + r], delta[r]);
   };
 
-  if (dk || dv || dq_in_a) {
-    const int64_t items = g.n * g.heads * stiles;
+  auto run_items = [&](int64_t items, auto&& body) {
     const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
     parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t last_chunk) {
       for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
         float* p = base + chunk * per_chunk;
         float* ds = p + qt * kt;
         float* delta = ds + qt * kt;
-        for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
-          const int64_t st = item % stiles, nh = item / stiles, n = nh / g.heads, h = nh % g.heads;
-          const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
-          for (int64_t lt = 0; lt < ltiles; ++lt) {
-            const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
-            tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta);
-            if (dvd)  // dV[dvh, cols] += dO[dvh, rows] P[rows, cols]
-              gemm(cpu{}, false, false, g.dvh, cols, rows, 1.f,
-                   dod + (n * g.dv + h * g.dvh) * g.l + l0, g.l, p, cols, 1.f,
-                   dvd + (n * g.dv + h * g.dvh) * g.s + s0, g.s);
-            if (dkd)  // dK[dh, cols] += scale Q[dh, rows] dS[rows, cols]
-              gemm(cpu{}, false, false, g.dh, cols, rows, scale,
-                   qd + (n * g.d + h * g.dh) * g.l + l0, g.l, ds, cols, 1.f,
-                   dkd + (n * g.d + h * g.dh) * g.s + s0, g.s);
-            if (dqd && dq_in_a)  // dQ[dh, rows] += scale K[dh, cols] dS^T
-              gemm(cpu{}, false, true, g.dh, rows, cols, scale,
-                   kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, cols, 1.f,
-                   dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
-          }
-        }
+        float* unused = delta + qt;
+        for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item)
+          body(item, p, ds, delta, unused);
       }
     });
-  }
-  if (dqd && !dq_in_a) {
-    const int64_t items = g.n * g.heads * ltiles;
-    const int64_t chunks = std::max<int64_t>(1, std::min<int64_t>(num_threads(), items));
-    parallel_for(0, chunks, 1, [&](int64_t first_chunk, int64_t last_chunk) {
-      for (int64_t chunk = first_chunk; chunk < last_chunk; ++chunk) {
-        float* p = base + chunk * per_chunk;
-        float* ds = p + qt * kt;
-        float* delta = ds + qt * kt;
-        for (int64_t item = items * chunk / chunks; item < items * (chunk + 1) / chunks; ++item) {
-          const int64_t lt = item % ltiles, nh = item / ltiles, n = nh / g.heads, h = nh % g.heads;
-          const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
-          for (int64_t st = 0; st < stiles; ++st) {
-            const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
-            tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta);
-            gemm(cpu{}, false, true, g.dh, rows, cols, scale,
-                 kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, cols, 1.f,
-                 dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
-          }
-        }
+  };
+
+  if (dk || dv || dq_in_a)
+    run_items(g.n * g.heads * stiles, [&](int64_t item, float* p, float* ds, float* delta,
+                                          float* unused) {
+      const int64_t st = item % stiles, nh = item / stiles, n = nh / g.heads, h = nh % g.heads;
+      const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
+      for (int64_t lt = 0; lt < ltiles; ++lt) {
+        const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
+        tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta, unused);
+        if (dvd)  // dV[dvh, cols] += dO[dvh, rows] P^T
+          gemm(cpu{}, false, true, g.dvh, cols, rows, 1.f,
+               dod + (n * g.dv + h * g.dvh) * g.l + l0, g.l, p, rows, 1.f,
+               dvd + (n * g.dv + h * g.dvh) * g.s + s0, g.s);
+        if (dkd)  // dK[dh, cols] += scale Q[dh, rows] dS^T
+          gemm(cpu{}, false, true, g.dh, cols, rows, scale,
+               qd + (n * g.d + h * g.dh) * g.l + l0, g.l, ds, rows, 1.f,
+               dkd + (n * g.d + h * g.dh) * g.s + s0, g.s);
+        if (dqd && dq_in_a)  // dQ[dh, rows] += scale K[dh, cols] dS
+          gemm(cpu{}, false, false, g.dh, rows, cols, scale,
+               kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, rows, 1.f,
+               dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
       }
     });
-  }
+  if (dqd && !dq_in_a)
+    run_items(g.n * g.heads * ltiles, [&](int64_t item, float* p, float* ds, float* delta,
+                                          float* unused) {
+      const int64_t lt = item % ltiles, nh = item / ltiles, n = nh / g.heads, h = nh % g.heads;
+      const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
+      for (int64_t st = 0; st < stiles; ++st) {
+        const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
+        tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta, unused);
+        gemm(cpu{}, false, false, g.dh, rows, cols, scale, kd + (n * g.d + h * g.dh) * g.s + s0,
+             g.s, ds, rows, 1.f, dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
+      }
+    });
 }
 #endif  // __CUDACC__
 
