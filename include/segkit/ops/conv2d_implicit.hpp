@@ -163,16 +163,60 @@ struct conv_columns_b {
   }
 };
 
-// B = cols(x)^T: the depth is output pixels, the columns are matrix rows.
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 16, storing only the first `rows` rows of dst.
+// (The all-lanes masked forms: GCC 12 warns that the plain ones' _mm512_undefined_ps() source
+// "may be used uninitialized"; a full mask compiles to the same instruction.)
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows) {
+  constexpr __mmask16 all = 0xFFFF;
+  __m512 r[16], t[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + i * lds);
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_mask_unpackhi_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int i = h; i < h + 4; ++i) {
+      t[i] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0xDD);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0xDD);
+  }
+  for (int i = 0; i < 16 && i < rows; ++i) _mm512_store_ps(dst + i * ldd, r[i]);
+}
+
+// B = cols(x)^T: the depth is output pixels, the columns are matrix rows. Sixteen matrix rows
+// at a time are gathered contiguously (vector loads) into a strip, which is then transposed
+// 16x16 into the panel: storing the panel one float at a time cost as much as the dw GEMM's
+// arithmetic (64 channels, 56x56).
 struct conv_columns_bt {
   conv_columns cols;
   void operator()(int64_t p0, int64_t kc, int64_t j0, int64_t n, int64_t nr, float* dst) const {
+    static_assert(gemm_kernel::kc_max % 16 == 0, "strip rows are whole vectors");
     conv_columns::run runs[conv_columns::max_runs];
     const int count = cols.runs(p0, kc, runs);
-    const int64_t taps = cols.kh * cols.kw;
-    for (int64_t q = 0; q < n; ++q) {
-      const int64_t row = j0 + q;
-      cols.row(row / taps, (row % taps) / cols.kw, row % cols.kw, runs, count, dst + q, nr);
+    const int64_t taps = cols.kh * cols.kw, ld = (kc + 15) / 16 * 16;
+    alignas(64) float strip[16 * gemm_kernel::kc_max];
+    for (int64_t q0 = 0; q0 < n; q0 += 16) {  // nr is a multiple of 16: q0 + 16 <= nr
+      for (int64_t q = 0; q < 16; ++q) {
+        float* s = strip + q * ld;
+        const int64_t row = j0 + q0 + q;
+        if (q0 + q < n) {
+          cols.row(row / taps, (row % taps) / cols.kw, row % cols.kw, runs, count, s, 1);
+          std::fill(s + kc, s + ld, 0.f);
+        } else {
+          std::fill(s, s + ld, 0.f);
+        }
+      }
+      for (int64_t p = 0; p < kc; p += 16)
+        transpose16(strip + p, ld, dst + p * nr + q0, nr, kc - p);
     }
   }
 };
