@@ -149,11 +149,15 @@ namespace detail {
 #ifdef __AVX512F__
 // exp(x) for 16 floats: 2^n * p(r), n = round(x log2 e), r = x - n ln 2 (Cody-Waite split),
 // p a degree-6 polynomial (Cephes expf coefficients); |relative error| < 2e-7 on the range
-// used here (x <= 0); x < -87.3 gives 0.
+// used here (x <= 0); x < -87.3 gives 0. (The masked forms with an all-ones mask: the plain
+// _mm512_max_ps / roundscale / scalef pass _mm512_undefined_ps(), which trips GCC 12's false
+// -Wmaybe-uninitialized, bug 105593, wherever immintrin.h was not included under a pragma.)
 inline __m512 exp16(__m512 x) {
-  x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
-  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  constexpr __mmask16 all = 0xFFFF;
+  x = _mm512_mask_max_ps(x, all, x, _mm512_set1_ps(-87.33654f));
+  const __m512 t = _mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f));
+  const __m512 n =
+      _mm512_mask_roundscale_ps(t, all, t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
   r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
   __m512 p = _mm512_set1_ps(1.9875691500e-4f);
@@ -163,7 +167,7 @@ inline __m512 exp16(__m512 x) {
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
   p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
   p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.f)));
-  return _mm512_scalef_ps(p, n);
+  return _mm512_mask_scalef_ps(p, all, p, n);
 }
 #endif
 
