@@ -11,7 +11,7 @@
 // direct loop. With the AVX-512 GEMM (SEGKIT_HAVE_AVX512_GEMM), other convolutions are implicit
 // GEMMs over the whole batch (ops/conv2d_implicit.hpp: im2col is packed straight from the
 // images into the GEMM's panels): forward and dw for all but 1x1 stride-1 unpadded ones, dx
-// for stride 1 and outputs under 512 pixels. Everything else (and everything without AVX-512)
+// for stride 1 (a convolution of dy with the flipped weights). Everything else (and everything without AVX-512)
 // is a per-sample GEMM on im2col columns (the input itself for 1x1) plus col2im for dx; with
 // N >= threads each thread takes whole samples, else each GEMM is threaded.
 #pragma once
@@ -253,7 +253,7 @@ inline void conv2d_backward(const conv2d_params& params, const tensor<float, cpu
   }
 #ifdef SEGKIT_HAVE_AVX512_GEMM
   // Implicit GEMMs over the whole batch where they measured faster (docs/benchmarks.md); the
-  // rest (pointwise dw, dx of strided convolutions or of outputs >= 512 pixels) goes through
+  // rest (pointwise dw, dx of strided convolutions) goes through
   // per-sample GEMMs on columns (plus col2im for dx) below.
   if (dw && !g.pointwise()) {
     detail::conv_weight_grad_implicit(params, g, x.data(), dy.data(), dw->data());
