@@ -163,13 +163,11 @@ struct conv_columns_b {
   }
 };
 
-// dst[j * ldd + i] = src[i * lds + j] for i, j < 16, storing only the first `rows` rows of dst.
-// (The all-lanes masked forms: GCC 12 warns that the plain ones' _mm512_undefined_ps() source
+// 16x16 transposes. (The all-lanes masked forms: GCC 12 warns that the plain ones' _mm512_undefined_ps() source
 // "may be used uninitialized"; a full mask compiles to the same instruction.)
-inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows) {
+inline void transpose16(__m512* r) {  // in place: lane j of r[i] <-> lane i of r[j]
   constexpr __mmask16 all = 0xFFFF;
-  __m512 r[16], t[16];
-  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + i * lds);
+  __m512 t[16];
   for (int i = 0; i < 8; ++i) {
     t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
     t[2 * i + 1] = _mm512_mask_unpackhi_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
@@ -189,6 +187,13 @@ inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd, 
     r[i] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0x88);
     r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0xDD);
   }
+}
+
+// dst[j * ldd + i] = src[i * lds + j] for i, j < 16, storing only the first `rows` rows of dst.
+inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows) {
+  __m512 r[16];
+  for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + i * lds);
+  transpose16(r);
   for (int i = 0; i < 16 && i < rows; ++i) _mm512_store_ps(dst + i * ldd, r[i]);
 }
 
@@ -225,14 +230,25 @@ struct conv_columns_bt {
 struct nchw_rows_a {
   const float* y;  // sample 0, first channel of the group
   int64_t sample, p;
+  // 16 depth steps at a time: the rows' 16-float runs are loaded as vectors (rows .. 16 as
+  // zeros), transposed in registers and stored mr lanes wide (the scalar version was one
+  // strided store per float, repeated by every 2-thread chunk of dw's GEMM). mr is 8 or 12.
   void operator()(int64_t i0, int64_t rows, int64_t p0, int64_t kc, int64_t mr, float* dst) const {
-    for (int64_t i = 0; i < rows; ++i)
-      for (int64_t t = 0, k = p0; t < kc;) {
-        const int64_t s = k / p, pix = k - s * p, len = std::min(kc - t, p - pix);
-        const float* src = y + s * sample + (i0 + i) * p + pix;
-        for (int64_t u = 0; u < len; ++u) dst[(t + u) * mr + i] = src[u];
-        t += len, k += len;
+    const __mmask16 lanes = static_cast<__mmask16>((1u << mr) - 1u);
+    for (int64_t t = 0, k = p0; t < kc;) {
+      const int64_t s = k / p, pix = k - s * p, len = std::min(kc - t, p - pix);
+      const float* src = y + s * sample + i0 * p + pix;
+      for (int64_t u = 0; u < len; u += 16) {
+        const int64_t w = std::min<int64_t>(16, len - u);
+        const __mmask16 load = static_cast<__mmask16>((1u << w) - 1u);
+        __m512 r[16];
+        for (int i = 0; i < 16; ++i)
+          r[i] = i < rows ? _mm512_maskz_loadu_ps(load, src + i * p + u) : _mm512_setzero_ps();
+        transpose16(r);
+        for (int64_t q = 0; q < w; ++q) _mm512_mask_storeu_ps(dst + (t + u + q) * mr, lanes, r[q]);
       }
+      t += len, k += len;
+    }
   }
 };
 
