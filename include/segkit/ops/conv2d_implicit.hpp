@@ -163,37 +163,11 @@ struct conv_columns_b {
   }
 };
 
-// 16x16 transposes. (The all-lanes masked forms: GCC 12 warns that the plain ones' _mm512_undefined_ps() source
-// "may be used uninitialized"; a full mask compiles to the same instruction.)
-inline void transpose16(__m512* r) {  // in place: lane j of r[i] <-> lane i of r[j]
-  constexpr __mmask16 all = 0xFFFF;
-  __m512 t[16];
-  for (int i = 0; i < 8; ++i) {
-    t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_mask_unpackhi_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; ++i) {
-    r[4 * i] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0x44);
-    r[4 * i + 1] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0xEE);
-    r[4 * i + 2] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0x44);
-    r[4 * i + 3] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int h = 0; h < 16; h += 8)
-    for (int i = h; i < h + 4; ++i) {
-      t[i] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0x88);
-      t[i + 4] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0xDD);
-    }
-  for (int i = 0; i < 8; ++i) {
-    r[i] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0x88);
-    r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0xDD);
-  }
-}
-
 // dst[j * ldd + i] = src[i * lds + j] for i, j < 16, storing only the first `rows` rows of dst.
 inline void transpose16(const float* src, int64_t lds, float* dst, int64_t ldd, int64_t rows) {
   __m512 r[16];
   for (int i = 0; i < 16; ++i) r[i] = _mm512_load_ps(src + i * lds);
-  transpose16(r);
+  gemm_kernel::transpose16(r);
   for (int i = 0; i < 16 && i < rows; ++i) _mm512_store_ps(dst + i * ldd, r[i]);
 }
 
@@ -244,7 +218,7 @@ struct nchw_rows_a {
         __m512 r[16];
         for (int i = 0; i < 16; ++i)
           r[i] = i < rows ? _mm512_maskz_loadu_ps(load, src + i * p + u) : _mm512_setzero_ps();
-        transpose16(r);
+        gemm_kernel::transpose16(r);
         for (int64_t q = 0; q < w; ++q) _mm512_mask_storeu_ps(dst + (t + u + q) * mr, lanes, r[q]);
       }
       t += len, k += len;

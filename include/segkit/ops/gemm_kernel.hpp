@@ -76,6 +76,32 @@ inline void micro_kernel(int64_t kc, const float* a, const float* b, float* c, i
   }
 }
 
+// 16x16 transpose in registers, used by the packers. (All-lanes masked forms: GCC 12 warns
+// that the plain ones' _mm512_undefined_ps() "may be used uninitialized"; same instructions.)
+inline void transpose16(__m512* r) {  // in place: lane j of r[i] <-> lane i of r[j]
+  constexpr __mmask16 all = 0xFFFF;
+  __m512 t[16];
+  for (int i = 0; i < 8; ++i) {
+    t[2 * i] = _mm512_mask_unpacklo_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_mask_unpackhi_ps(r[2 * i], all, r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    r[4 * i] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0x44);
+    r[4 * i + 1] = _mm512_mask_shuffle_ps(t[4 * i], all, t[4 * i], t[4 * i + 2], 0xEE);
+    r[4 * i + 2] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0x44);
+    r[4 * i + 3] = _mm512_mask_shuffle_ps(t[4 * i + 1], all, t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int h = 0; h < 16; h += 8)
+    for (int i = h; i < h + 4; ++i) {
+      t[i] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0x88);
+      t[i + 4] = _mm512_mask_shuffle_f32x4(r[i], all, r[i], r[i + 4], 0xDD);
+    }
+  for (int i = 0; i < 8; ++i) {
+    r[i] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0x88);
+    r[i + 8] = _mm512_mask_shuffle_f32x4(t[i], all, t[i], t[i + 8], 0xDD);
+  }
+}
+
 // Operands are given to the GEMM as packers, so that a convolution can pack its im2col matrix
 // straight from the image (ops/conv2d_implicit.hpp) without materialising it.
 //   PackA: pa(i0, rows, p0, kc, mr, dst) writes dst[p * mr + i] = op(A)[i0 + i][p0 + p]
@@ -96,9 +122,18 @@ struct matrix_a {
       }
       return;
     }
-    for (int64_t i = 0; i < rows; ++i) {  // read each row of A contiguously
-      const float* src = a + (i0 + i) * lda + p0;
-      for (int64_t p = 0; p < kc; ++p) dst[p * mr + i] = src[p];
+    // 16 depth steps at a time: 16-float runs of the panel's rows (rows .. 16 as zeros) are
+    // transposed in registers and stored mr (<= 16) lanes wide, not one float at a time.
+    const __mmask16 lanes = static_cast<__mmask16>((1u << mr) - 1u);
+    for (int64_t p = 0; p < kc; p += 16) {
+      const int64_t w = std::min<int64_t>(16, kc - p);
+      const __mmask16 load = static_cast<__mmask16>((1u << w) - 1u);
+      __m512 r[16];
+      for (int i = 0; i < 16; ++i)
+        r[i] = i < rows ? _mm512_maskz_loadu_ps(load, a + (i0 + i) * lda + p0 + p)
+                        : _mm512_setzero_ps();
+      transpose16(r);
+      for (int64_t q = 0; q < w; ++q) _mm512_mask_storeu_ps(dst + (p + q) * mr, lanes, r[q]);
     }
   }
 };
