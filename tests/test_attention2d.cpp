@@ -111,6 +111,8 @@ TEST_CASE("attention2d: matches matmul-softmax-matmul, SaF's 110 pooled keys") {
   compare_with_naive({2, 16, 20, 13}, {2, 16, 1, 110}, 24, 1, 0.25f, 1);       // L = 260
   compare_with_naive({1, 32, 300}, {1, 32, 110}, 16, 4, 1.f / std::sqrt(8.f), 2);
   compare_with_naive({2, 8, 129}, {2, 8, 110}, 8, 1, 1.f, 3);
+  // L = 2100 over 1024-query tiles (the S = 110 tile size): 3 tiles, the last partial
+  compare_with_naive({2, 4, 30, 70}, {2, 4, 1, 110}, 4, 2, 0.5f, 13);
 }
 
 TEST_CASE("attention2d: full self-attention over several key tiles (online softmax)") {
