@@ -150,6 +150,26 @@ TEST_CASE("attention2d: finite-difference gradients of q, k, v") {
   testing::check_op(attention_case({1, 4, 130}, {1, 4, 520}, 2, 1, 1.f, 24));  // 2 key tiles
 }
 
+TEST_CASE("attention2d: results do not depend on the thread count") {
+  // S = 1100 (3 key tiles) with N x heads = 2: one thread takes the single-pass backward,
+  // more threads may split key tiles and recompute for dQ; both must agree bit for bit.
+  std::mt19937 rng(31);
+  const auto q = testing::random_tensor({2, 4, 300}, rng), k = testing::random_tensor({2, 4, 1100}, rng);
+  const auto v = testing::random_tensor({2, 2, 1100}, rng), d_o = testing::random_tensor({2, 2, 300}, rng);
+  const int threads = num_threads();
+  for (int t : {1, 2, 3}) {
+    set_num_threads(1);
+    const auto one = fused_attention({1, 1.f}, q, k, v, &d_o);
+    set_num_threads(t);
+    const auto many = fused_attention({1, 1.f}, q, k, v, &d_o);
+    testing::require_all_close(many.o, one.o, 0.f, 0.f, "o, threads " + std::to_string(t));
+    testing::require_all_close(many.dq, one.dq, 0.f, 0.f, "dq, threads " + std::to_string(t));
+    testing::require_all_close(many.dk, one.dk, 0.f, 0.f, "dk, threads " + std::to_string(t));
+    testing::require_all_close(many.dv, one.dv, 0.f, 0.f, "dv, threads " + std::to_string(t));
+  }
+  set_num_threads(threads);
+}
+
 TEST_CASE("attention2d: optional gradients, and backward adds") {
   std::mt19937 rng(30);
   const auto q = testing::random_tensor({1, 4, 50}, rng), k = testing::random_tensor({1, 4, 600}, rng);

@@ -307,10 +307,14 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
               *dod = d_o.data();
   float *dqd = dq ? dq->data() : nullptr, *dkd = dk ? dk->data() : nullptr,
         *dvd = dv ? dv->data() : nullptr;
-  // Pass A: items (n, head, key tile) own their dK/dV columns and walk every query tile in
-  // order; with a single key tile they own dQ of (n, head) too. Pass B (several key tiles and
-  // dq wanted): items (n, head, query tile) own their dQ columns.
-  const bool dq_in_a = stiles == 1;
+  // Pass A: items own dK/dV columns and walk every query tile in order: (n, head) items
+  // walking every key tile when there are enough of them to occupy the threads (or a single
+  // key tile), so they own dQ of (n, head) too and nothing is recomputed; otherwise
+  // (n, head, key tile) items, and pass B, items (n, head, query tile), recomputes P and dS
+  // for dQ. Every gradient element sums its tiles in the same order either way, so results do
+  // not depend on the thread count.
+  const bool whole_heads = stiles == 1 || g.n * g.heads >= num_threads();
+  const bool dq_in_a = whole_heads;
   const int64_t per_chunk = 2 * qt * kt + 2 * qt;
   workspace<cpu>& scratch = ws ? *ws : default_workspace<cpu>();
   const int64_t max_items = g.n * g.heads * std::max(stiles, ltiles);
@@ -353,12 +357,15 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
     });
   };
 
+  const int64_t tiles_per_item = whole_heads ? stiles : 1;
   if (dk || dv || dq_in_a)
-    run_items(g.n * g.heads * stiles, [&](int64_t item, float* p, float* ds, float* delta,
-                                          float* unused) {
-      const int64_t st = item % stiles, nh = item / stiles, n = nh / g.heads, h = nh % g.heads;
-      const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
-      for (int64_t lt = 0; lt < ltiles; ++lt) {
+    run_items(g.n * g.heads * stiles / tiles_per_item, [&](int64_t item, float* p, float* ds,
+                                                           float* delta, float* unused) {
+      const int64_t first = item * tiles_per_item;
+      for (int64_t tile = first; tile < first + tiles_per_item; ++tile) {
+        const int64_t st = tile % stiles, nh = tile / stiles, n = nh / g.heads, h = nh % g.heads;
+        const int64_t s0 = st * kt, cols = std::min(kt, g.s - s0);
+        for (int64_t lt = 0; lt < ltiles; ++lt) {
         const int64_t l0 = lt * qt, rows = std::min(qt, g.l - l0);
         tile_gradients(n, h, l0, rows, s0, cols, p, ds, delta, unused);
         if (dvd)  // dV[dvh, cols] += dO[dvh, rows] P^T
@@ -373,6 +380,7 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
           gemm(cpu{}, false, false, g.dh, rows, cols, scale,
                kd + (n * g.d + h * g.dh) * g.s + s0, g.s, ds, rows, 1.f,
                dqd + (n * g.d + h * g.dh) * g.l + l0, g.l);
+        }
       }
     });
   if (dqd && !dq_in_a)
