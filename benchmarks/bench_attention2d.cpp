@@ -113,30 +113,11 @@ double gpu_ms(const attention_shape& s) {
   auto q = to<cuda>(p.q), k = to<cuda>(p.k), v = to<cuda>(p.v), d_o = to<cuda>(p.d_o);
   auto dq = to<cuda>(p.dq), dk = to<cuda>(p.dk), dv = to<cuda>(p.dv);
   tensor<float, cuda> o(p.o.shape()), lse(p.lse.shape());
-  tensor<float, cuda> flush({int64_t(64) << 20});
   auto run = [&] {
     ops::attention2d_forward(p.params, q, k, v, o, lse);
     if (s.backward) ops::attention2d_backward(p.params, q, k, v, o, lse, d_o, &dq, &dk, &dv);
   };
-  for (int i = 0; i < 3; ++i) run();
-  cudaEvent_t start, stop;
-  cudaEventCreate(&start);
-  cudaEventCreate(&stop);
-  std::vector<float> times;
-  for (int i = 0; i < 20; ++i) {
-    cudaMemsetAsync(flush.data(), i, flush.bytes());
-    cudaEventRecord(start);
-    run();
-    cudaEventRecord(stop);
-    cudaEventSynchronize(stop);
-    float ms = 0;
-    cudaEventElapsedTime(&ms, start, stop);
-    times.push_back(ms);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  std::sort(times.begin(), times.end());
-  return times[times.size() / 2];
+  return segkit::bench::gpu_median_ms(run);
 }
 #endif
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "segkit/tensor/parallel.hpp"
+#include "segkit/tensor/tensor.hpp"
 
 namespace segkit::bench {
 
@@ -219,5 +220,33 @@ class recording_reporter : public benchmark::ConsoleReporter {
  private:
   std::map<std::string, double> milliseconds_;
 };
+
+#ifdef SEGKIT_WITH_CUDA
+// Median GPU time of run() in ms: a few warm-up calls, then CUDA events around each call,
+// with a 256 MiB memset before each one so the L2 cache holds nothing of the previous call.
+template <class Run>
+double gpu_median_ms(const Run& run, int warmup = 3, int repeats = 20) {
+  tensor<float, cuda> flush({int64_t(64) << 20});
+  for (int i = 0; i < warmup; ++i) run();
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  std::vector<float> times;
+  for (int i = 0; i < repeats; ++i) {
+    cudaMemsetAsync(flush.data(), i, flush.bytes());
+    cudaEventRecord(start);
+    run();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    times.push_back(ms);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+#endif
 
 }  // namespace segkit::bench
