@@ -43,7 +43,11 @@ case "$mode" in
   demo | test)
     need_packages "${base_packages[@]}"
     dir=${BUILD_DIR:-build}
-    configure "$dir" -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_BENCHMARKS=OFF
+    # The test run also compiles the benchmarks (without running them), so CI catches a
+    # benchmark that no longer builds.
+    benchmarks=OFF
+    [ "$mode" = test ] && benchmarks=ON
+    configure "$dir" -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_BENCHMARKS="$benchmarks"
     cmake --build "$dir" --parallel "$jobs"
     "$dir/examples/segkit_demo"
     if [ "$mode" = test ]; then
