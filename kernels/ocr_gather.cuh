@@ -6,26 +6,11 @@
 #pragma once
 #include "cuda_context.cuh"
 #include "segkit/ops/ocr_gather.hpp"
+#include "segkit/ops/softmax.hpp"
 #include "warp_reduce.cuh"
 
 namespace segkit::ops {
 namespace cuda_kernels {
-
-__global__ void ocr_softmax_rows_kernel(const float* x, float* y, int64_t rows, int64_t n) {
-  __shared__ float scratch[32];
-  for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float* in = x + row * n;
-    float* out = y + row * n;
-    float m = -INFINITY;
-    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) m = fmaxf(m, in[k]);
-    m = cuda_detail::block_max(m, scratch);
-    float s = 0.f;
-    for (int64_t k = threadIdx.x; k < n; k += blockDim.x) s += expf(in[k] - m);
-    s = cuda_detail::block_sum(s, scratch);
-    for (int64_t k = threadIdx.x; k < n; k += blockDim.x)
-      out[k] = math::softmax_value<false>(in[k], m, s);
-  }
-}
 
 // dx += P * (G - sum(P G)) row by row.
 __global__ void ocr_softmax_rows_backward_kernel(const float* p, const float* g, float* dx,
@@ -52,10 +37,11 @@ void ocr_gather_forward(const tensor<float, cuda>& regions, const tensor<float, 
                         tensor<float, cuda>& probabilities, tensor<float, cuda>& y) {
   const auto d = detail::check_ocr_gather("ocr_gather_forward", regions, features, probabilities,
                                           "output y", y.shape());
-  const int64_t rows = d.batch * d.regions;
-  SEGKIT_LAUNCH(cuda_kernels::ocr_softmax_rows_kernel, cuda_kernels::ocr_row_blocks(rows),
-                cuda_detail::threads_per_block, 0, cuda_detail::context().stream(), regions.data(),
-                probabilities.data(), rows, d.pixels);
+  // Each region map's softmax over its pixels is the softmax op along the last axis of the
+  // [N*K, H*W] view.
+  const shape rows{d.batch * d.regions, d.pixels};
+  tensor<float, cuda> probability_rows = probabilities.view(rows);
+  softmax_forward({-1}, regions.view(rows), probability_rows);
   detail::ocr_gather_product<cuda>(d, probabilities.data(), features.data(), y.data());
 }
 
