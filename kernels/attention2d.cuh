@@ -220,6 +220,7 @@ void attention2d_forward(const attention2d_params& params, const tensor<float, c
                                            v.shape());
   require_shape("attention2d_forward", "output o", o.shape(), q.shape().with(1, g.dv));
   require_shape("attention2d_forward", "saved lse", lse.shape(), shape{g.n, g.heads, g.l});
+  add_macs(detail::attention2d_macs(g));
   if (o.empty()) return;
   if (g.s == 0) {
     o.zero();

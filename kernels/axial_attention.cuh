@@ -163,6 +163,7 @@ void axial_attention_forward(const axial_attention_params& params, const tensor<
   require_same_shape(op, "query", q.shape(), "output", out.shape());
   require_same_shape(op, "query", q.shape(), "mid (column result)", mid.shape());
   require_shape(op, "stats", stats.shape(), axial_attention_stats_shape(q.shape(), params));
+  add_macs(detail::axial_attention_macs(g));
   if (q.numel() == 0) return;
   auto s = detail::reserve_axial_scratch(ws, g, 4, detail::axial_cuda_score_floats(g));
   float *lq = s.lines[0], *lk = s.lines[1], *lv = s.lines[2], *ly = s.lines[3];

@@ -114,6 +114,7 @@ void conv2d_forward(const conv2d_params& params, const tensor<float, cuda>& x,
                     tensor<float, cuda>& y, workspace<cuda>* ws) {
   using namespace cuda_detail_conv2d;
   const auto g = detail::conv2d_check_forward(params, x, w, bias, y);
+  add_macs(detail::conv2d_macs(g));
   if (y.empty()) return;
   if (x.empty()) {  // no input channels or pixels: the output is the bias alone
     y.zero();

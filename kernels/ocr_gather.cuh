@@ -37,6 +37,7 @@ void ocr_gather_forward(const tensor<float, cuda>& regions, const tensor<float, 
                         tensor<float, cuda>& probabilities, tensor<float, cuda>& y) {
   const auto d = detail::check_ocr_gather("ocr_gather_forward", regions, features, probabilities,
                                           "output y", y.shape());
+  add_macs(d.batch * d.regions * d.channels * d.pixels);  // P.F (mac_counter.hpp)
   // Each region map's softmax over its pixels is the softmax op along the last axis of the
   // [N*K, H*W] view.
   const shape rows{d.batch * d.regions, d.pixels};

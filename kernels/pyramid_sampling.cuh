@@ -89,6 +89,7 @@ void pyramid_sampling_forward(const pyramid_sampling_params& params, const tenso
                               tensor<float, cuda>& y, workspace<cuda>* ws) {
   detail::check_pyramid_sampling("pyramid_sampling_forward", params, "input", x.shape(),
                                  "output", y.shape());
+  add_macs(detail::pyramid_sampling_macs(params, x.shape()));
   const int64_t planes = x.size(0) * x.size(1);
   if (planes == 0) return;
   size_t shared = 0;

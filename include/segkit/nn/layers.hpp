@@ -5,7 +5,8 @@
 //   max_pool<Kernel, Stride = Kernel, Padding = 0>, avg_pool<Kernel, Stride = Kernel, Padding = 0>
 //   adaptive_avg_pool<Height, Width = Height>
 //   upsample<Factor, bilinear = true, AlignCorners = false>
-//   dropout<PercentDropped>     (p = PercentDropped / 100; a new mask every training forward)
+//   dropout<PercentDropped>     (p = PercentDropped / 100; a new mask every training forward;
+//                                see set_random_step below for reproducible masks on resume)
 //   stop_gradient               (y = x; nothing behind it gets a gradient or a backward call)
 // Requires: NCHW float input with the channel count the recipe was bound to. Guarantees:
 // setup() allocates the layer's buffers; forward and backward allocate nothing; parameter
@@ -13,7 +14,9 @@
 // 1/sqrt(fan_in); batch norm: "weight", "bias", "running_mean", "running_var",
 // "num_batches_tracked").
 #pragma once
+#include <atomic>
 #include <cmath>
+#include <cstdint>
 
 #include "segkit/nn/layer.hpp"
 #include "segkit/ops/activation.hpp"
@@ -24,6 +27,35 @@
 #include "segkit/ops/resize.hpp"
 
 namespace segkit::nn {
+
+// ---- the random step (process-wide) ---------------------------------------------------------
+// A trainer calls set_random_step(iteration) before each step. From then on, the n-th training
+// forward of a dropout layer (n = 1, 2, ... counted per layer since the step was last set) uses
+// the mask keyed on (layer seed, step, n): two networks with the same seed draw the same masks
+// at the same step, and a run resumed at step k draws exactly the masks the uninterrupted run
+// drew at step k, whatever happened before (setup's warm-up, evaluation, other steps). Setting
+// the same step again restarts its count. Eval-mode forwards do not advance the count. Until
+// set_random_step is first called (or after clear_random_step), every training forward draws a
+// fresh mask from (layer seed, calls so far), as before the random step existed.
+namespace detail {
+struct random_step_state {
+  std::atomic<uint64_t> step{0};
+  std::atomic<uint64_t> generation{0};  // 0: never set; bumped by every set_random_step
+};
+inline random_step_state& random_step_storage() {
+  static random_step_state state;
+  return state;
+}
+}  // namespace detail
+
+inline void set_random_step(uint64_t step) {
+  auto& s = detail::random_step_storage();
+  s.step.store(step);
+  s.generation.fetch_add(1);
+}
+inline void clear_random_step() { detail::random_step_storage().generation.store(0); }
+inline bool random_step_set() { return detail::random_step_storage().generation.load() != 0; }
+inline uint64_t random_step() { return detail::random_step_storage().step.load(); }
 
 // Common parts of a layer with no parameters and no buffers.
 template <int C, bool G, class D>
@@ -313,9 +345,7 @@ struct dropout {
       return input;
     }
     const tensor_type& forward(const tensor_type& x) {
-      // A fresh mask per training step, reproducible from the seed drawn at initialize().
-      ops::dropout_params params{PercentDropped / 100.f, this->training_,
-                                 seed_ + 0x9E3779B97F4A7C15ull * ++calls_};
+      ops::dropout_params params{PercentDropped / 100.f, this->training_, mask_seed()};
       last_params_ = params;
       ops::dropout_forward(params, x, y_, mask_);
       return y_;
@@ -326,12 +356,30 @@ struct dropout {
     void initialize(std::mt19937_64& rng) {
       seed_ = rng();
       calls_ = 0;
+      generation_ = 0;
+      step_calls_ = 0;
     }
 
    private:
+    // Never set: a fresh mask per call, reproducible from the seed drawn at initialize().
+    // Set: keyed on (seed, step, training calls since the step was set); see set_random_step.
+    uint64_t mask_seed() {
+      auto& state = detail::random_step_storage();
+      const uint64_t generation = state.generation.load();
+      if (generation == 0) return seed_ + 0x9E3779B97F4A7C15ull * ++calls_;
+      if (generation != generation_) {
+        generation_ = generation;
+        step_calls_ = 0;
+      }
+      if (!this->training_) return seed_;  // eval: the mask is all ones anyway
+      const uint64_t step = state.step.load();
+      return ops::math::splitmix64(ops::math::splitmix64(seed_ ^ 0xD1B54A32D192ED03ull) + step) ^
+             (0x9E3779B97F4A7C15ull * ++step_calls_);
+    }
+
     tensor_type y_;
     tensor<uint8_t, D> mask_;
-    uint64_t seed_ = 0, calls_ = 0;
+    uint64_t seed_ = 0, calls_ = 0, generation_ = 0, step_calls_ = 0;
     ops::dropout_params last_params_;
   };
 };

@@ -7,7 +7,8 @@
 // with the same input still alive. Guarantees: backward ADDS into parameter gradients
 // (zero_grad() clears them); running statistics change only in training mode; setup leaves
 // parameters, gradients and buffers exactly as they were. Multi-output graphs (fork) take one
-// gradient per output in backward.
+// gradient per output in backward. cost() is the parameter count and the MACs of one forward at
+// the last setup shape (tensor/mac_counter.hpp), measured on setup's warm-up forward.
 #pragma once
 #include <array>
 #include <cstdint>
@@ -20,6 +21,8 @@
 #include "segkit/nn/merge.hpp"
 #include "segkit/nn/sequence.hpp"
 #include "segkit/nn/shared_weight.hpp"
+#include "segkit/models/model.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 
 namespace segkit::nn {
 
@@ -98,6 +101,8 @@ class network {
     visit_parameters("", [&](const std::string&, parameter<Device>& p) { count += p.value.numel(); });
     return count;
   }
+  // Parameters and MACs of one forward at the last setup shape ({0, 0} before setup).
+  models::model_cost cost() const { return cost_; }
   graph_type& graph() { return graph_; }
 
  private:
@@ -126,7 +131,12 @@ class network {
     });
 
     const tensor_type zeros = tensor_type::zeros(input_shape_);
-    forward(zeros);
+    {
+      mac_count_scope scope(mac_count_scope::isolated);  // a caller's scope does not see it
+      forward(zeros);
+      cost_.macs = scope.macs();
+    }
+    cost_.parameters = parameter_count();
     std::vector<tensor_type> output_grads;
     if constexpr (output_count == 1) {
       output_grads.push_back(tensor_type::zeros(output_shape_));
@@ -163,6 +173,7 @@ class network {
   shape input_shape_, output_shape_;
   const tensor_type* input_ = nullptr;
   bool training_ = true;
+  models::model_cost cost_;
 };
 
 }  // namespace segkit::nn

@@ -25,6 +25,7 @@
 
 #include "segkit/ops/matmul.hpp"
 #include "segkit/tensor/config.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
@@ -118,6 +119,11 @@ inline attention2d_geometry check_attention2d(const char* op, const attention2d_
   g.dh = g.d / g.heads;
   g.dvh = g.dv / g.heads;
   return g;
+}
+
+// Multiply-adds of one forward (mac_counter.hpp): Q.K scores and P.V, N * L * S * (d + d_v).
+inline int64_t attention2d_macs(const attention2d_geometry& g) {
+  return g.n * g.l * g.s * (g.d + g.dv);
 }
 
 constexpr int64_t attention_key_tile = 512;     // keys per online-softmax step
@@ -222,6 +228,7 @@ inline void attention2d_forward(const attention2d_params& params, const tensor<f
                                            v.shape());
   require_shape("attention2d_forward", "output o", o.shape(), q.shape().with(1, g.dv));
   require_shape("attention2d_forward", "saved lse", lse.shape(), shape{g.n, g.heads, g.l});
+  add_macs(detail::attention2d_macs(g));
   if (o.empty()) return;
   if (g.s == 0) {  // softmax over nothing: define the output as 0 and lse as -inf
     o.zero();

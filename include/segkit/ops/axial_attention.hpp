@@ -29,6 +29,7 @@
 #include "segkit/ops/matmul.hpp"
 #include "segkit/ops/permute.hpp"
 #include "segkit/tensor/config.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
@@ -107,6 +108,12 @@ axial_geometry check_axial_attention(const char* op, const axial_attention_param
   axial_geometry g{q.size(0), params.heads, channels / params.heads, q.size(2), q.size(3), 0.f};
   g.scale = 1.f / std::sqrt(float(g.c));
   return g;
+}
+
+// Multiply-adds of one forward (mac_counter.hpp): scores and values of the column pass
+// (N C W H^2) and of the row pass (N C H W^2), 2 N C H W (H + W).
+inline int64_t axial_attention_macs(const axial_geometry& g) {
+  return 2 * g.n * g.heads * g.c * g.h * g.w * (g.h + g.w);
 }
 
 // Permutations between N x C x H x W viewed as [N, h, c, H, W] and the line layouts.
@@ -257,6 +264,7 @@ inline void axial_attention_forward(const axial_attention_params& params,
   require_same_shape(op, "query", q.shape(), "output", out.shape());
   require_same_shape(op, "query", q.shape(), "mid (column result)", mid.shape());
   require_shape(op, "stats", stats.shape(), axial_attention_stats_shape(q.shape(), params));
+  add_macs(detail::axial_attention_macs(g));
   if (q.numel() == 0) return;
   auto s = detail::reserve_axial_scratch(ws, g, 4, detail::axial_score_floats(g));
   float *lq = s.lines[0], *lk = s.lines[1], *lv = s.lines[2], *ly = s.lines[3];

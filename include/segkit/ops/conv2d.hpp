@@ -21,11 +21,19 @@
 #include "segkit/ops/conv2d_geometry.hpp"
 #include "segkit/ops/conv2d_implicit.hpp"
 #include "segkit/ops/matmul.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
 
 namespace segkit::ops {
+
+namespace detail {
+// Multiply-adds of one forward (mac_counter.hpp): N * Cout * Ho * Wo * (Cin / groups) * kh * kw.
+inline int64_t conv2d_macs(const conv2d_geometry& g) {
+  return g.n * g.co * g.ho * g.wo * g.cg * g.kh * g.kw;
+}
+}  // namespace detail
 
 #ifndef __CUDACC__  // the cpu path uses the Eigen gemm, which CUDA translation units do not see
 namespace detail {
@@ -204,6 +212,7 @@ inline void conv2d_forward(const conv2d_params& params, const tensor<float, cpu>
                            const tensor<float, cpu>& w, const tensor<float, cpu>* bias,
                            tensor<float, cpu>& y, workspace<cpu>* ws = nullptr) {
   const auto g = detail::conv2d_check_forward(params, x, w, bias, y);
+  add_macs(detail::conv2d_macs(g));
   if (y.empty()) return;
   const float* b = bias ? bias->data() : nullptr;
   if (g.groups == g.c && g.co == g.c) {

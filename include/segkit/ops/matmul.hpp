@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 
@@ -205,6 +206,7 @@ void matmul_forward_impl(const matmul_params& params, const tensor<float, Device
                          const tensor<float, Device>& b, tensor<float, Device>& c) {
   const matmul_plan p = plan_matmul("matmul_forward", params, a.shape(), b.shape());
   require_shape("matmul_forward", "output c", c.shape(), matmul_shape(p, a.shape(), b.shape()));
+  add_macs(p.batch * p.m * p.n * p.k);  // mac_counter.hpp; cpu and cuda both run this
   const int64_t ldc = std::max<int64_t>(1, p.n);
   if (p.stride_b == 0 && p.stride_a != 0 && !params.transpose_a) {
     // b shared by every product: the batch folds into M, one large GEMM.

@@ -23,6 +23,7 @@
 
 #include "segkit/ops/matmul.hpp"
 #include "segkit/ops/softmax.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
@@ -138,6 +139,7 @@ inline void ocr_gather_forward(const tensor<float, cpu>& regions, const tensor<f
                                tensor<float, cpu>& probabilities, tensor<float, cpu>& y) {
   const auto d = detail::check_ocr_gather("ocr_gather_forward", regions, features, probabilities,
                                           "output y", y.shape());
+  add_macs(d.batch * d.regions * d.channels * d.pixels);  // P.F (mac_counter.hpp)
   const float* logits = regions.data();
   float* probs = probabilities.data();
   const int64_t rows = d.batch * d.regions, n = d.pixels;

@@ -25,6 +25,7 @@
 
 #include "segkit/ops/pooling.hpp"
 #include "segkit/tensor/config.hpp"
+#include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
 #include "segkit/tensor/workspace.hpp"
@@ -249,6 +250,12 @@ inline void check_pyramid_sampling(const char* op, const pyramid_sampling_params
                        x.to_string());
 }
 
+// What mac_counter.hpp counts for one forward: fvcore counts adaptive_avg_pool2d as one op per
+// input element, so N * C * H * W per pooled size.
+inline int64_t pyramid_sampling_macs(const pyramid_sampling_params& p, const shape& x) {
+  return x.numel() * int64_t(p.sizes.size());
+}
+
 // Host scratch of one call: the geometry, then per thread `per_thread` bytes (8-aligned).
 struct pyramid_scratch {
   math::pyramid_geometry geometry;
@@ -293,6 +300,7 @@ inline void pyramid_sampling_forward(const pyramid_sampling_params& params,
                                      workspace<cpu>* ws = nullptr) {
   detail::check_pyramid_sampling("pyramid_sampling_forward", params, "input", x.shape(),
                                  "output", y.shape());
+  add_macs(detail::pyramid_sampling_macs(params, x.shape()));
   const int64_t planes = x.size(0) * x.size(1), height = x.size(2), width = x.size(3);
   const int64_t positions = y.size(2), threads = detail::pyramid_threads(planes);
   const auto s = detail::plan_pyramid_cpu(params, x.shape(), positions, threads, false,
