@@ -121,10 +121,9 @@ inline std::pair<double, const char*> si(double value) {
   }
   return {value, prefixes[k]};
 }
-inline std::string number(double value) {
+inline std::string number(const std::pair<double, const char*>& scaled) {
   char text[32];
-  std::snprintf(text, sizeof text, value == double(int64_t(value)) && value < 1000 ? "%.0f" : "%.2f",
-                value);
+  std::snprintf(text, sizeof text, scaled.second[0] == '\0' ? "%.0f" : "%.2f", scaled.first);
   return text;
 }
 }  // namespace mac_detail
@@ -138,16 +137,16 @@ int64_t count_macs(Net& net, const shape& input) {
   return count_macs(net, zeros);
 }
 
-// "11.69 M parameters, 1.82 GMACs (3.64 GFLOPs) per forward at [1, 3, 224, 224]".
+// "11.69 M parameters, 1.81 GMACs (3.63 GFLOPs) per forward at [1, 3, 224, 224]"; counts below
+// 1000 print whole, larger ones with two decimals and an SI prefix (K, M, G, T, P).
 inline std::string format_cost(const models::model_cost& cost, const shape& input) {
   const auto params = mac_detail::si(double(cost.parameters));
   const auto macs = mac_detail::si(double(cost.macs));
   const auto flops = mac_detail::si(2.0 * double(cost.macs));
-  std::string prefix = params.second;
-  return mac_detail::number(params.first) + (prefix.empty() ? "" : " " + prefix) +
-         " parameters, " + mac_detail::number(macs.first) + " " + macs.second + "MACs (" +
-         mac_detail::number(flops.first) + " " + flops.second + "FLOPs) per forward at " +
-         input.to_string();
+  const std::string prefix = params.second;
+  return mac_detail::number(params) + (prefix.empty() ? "" : " " + prefix) + " parameters, " +
+         mac_detail::number(macs) + " " + macs.second + "MACs (" + mac_detail::number(flops) +
+         " " + flops.second + "FLOPs) per forward at " + input.to_string();
 }
 
 }  // namespace segkit
