@@ -48,7 +48,8 @@ inline rgb scale(const rgb& a, float s) { return {a[0] * s, a[1] * s, a[2] * s};
 
 // Smooth value noise in about [-1, 1] on a lattice of spacing 1, keyed by `key`.
 inline float lattice(uint64_t key, int64_t x, int64_t y) {
-  const uint64_t h = mix_seed(key, (static_cast<uint64_t>(x) << 32) ^ static_cast<uint64_t>(y));
+  const uint64_t h = splitmix64(key ^ (static_cast<uint64_t>(x) * 0x9E3779B97F4A7C15ull) ^
+                                (static_cast<uint64_t>(y) * 0xC2B2AE3D27D4EB4Full));
   return static_cast<float>(h >> 40) * (2.f / 16777216.f) - 1.f;
 }
 inline float value_noise(uint64_t key, float x, float y) {
@@ -161,7 +162,8 @@ class scene_painter {
   void sky() {
     const float cloudiness = static_cast<float>(r_.uniform(-0.1, 0.35));
     const float cloud_scale = static_cast<float>(c_.w) / static_cast<float>(r_.uniform(3.0, 7.0));
-    for (int y = 0; y < c_.h; ++y) {
+    const int rows = std::min(c_.h, static_cast<int>(std::ceil(horizon_)) + 1);  // ground below
+    for (int y = 0; y < rows; ++y) {
       const float t = std::min(1.f, static_cast<float>(y) / std::max(1.f, horizon_));
       const rgb base = lerp(sky_top_, sky_low_, std::pow(t, 0.8f));
       for (int x = 0; x < c_.w; ++x) {
@@ -438,6 +440,7 @@ class scene_painter {
   void finish() {
     const int h = c_.h, w = c_.w;
     std::vector<float> tmp(c_.pixels.size());
+    const float noise_amplitude = 8.f;  // uniform +-4 (std 2.3) per channel
     for (int y = 0; y < h; ++y)
       for (int x = 0; x < w; ++x)
         for (int ch = 0; ch < 3; ++ch) {
@@ -453,7 +456,7 @@ class scene_painter {
         for (int ch = 0; ch < 3; ++ch) {
           const auto at = [&](int yy) { return tmp[(static_cast<size_t>(yy) * w + x) * 3 + ch]; };
           const float v = (0.25f * at(yu) + 0.5f * at(y) + 0.25f * at(yd)) * vignette +
-                          2.5f * static_cast<float>(r_.normal());
+                          noise_amplitude * (static_cast<float>(r_.next() >> 40) * (1.f / 16777216.f) - 0.5f);
           c_.pixels[(static_cast<size_t>(y) * w + x) * 3 + ch] = v;
         }
       }
