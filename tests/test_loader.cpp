@@ -6,6 +6,9 @@
 #include <set>
 #include <thread>
 
+#include <filesystem>
+
+#include "segkit/data/datasets.hpp"
 #include "segkit/data/loader.hpp"
 #include "segkit/data/synthetic_scenes.hpp"
 
@@ -242,4 +245,29 @@ TEST_CASE("loader: bad options name the values") {
   p.shuffle = false;
   data::loader l(m, p);
   CHECK_THROWS_WITH(l.next(), Catch::Contains("[3, 6, 8]") && Catch::Contains("[4, 3, 5, 8]"));
+}
+
+TEST_CASE("loader: real CamVid batches (skipped when the data is absent)") {
+#ifdef SEGKIT_SHARED_DATA_DIR
+  const std::string root = SEGKIT_SHARED_DATA_DIR "/camvid";
+#else
+  const std::string root = SEGKIT_GOLDEN_DIR "/../../../shared/data/camvid";
+#endif
+  if (!std::filesystem::exists(root + "/train.txt")) {
+    WARN("skipped: CamVid absent (" << root << "/train.txt not found)");
+    return;
+  }
+  data::camvid_dataset camvid(root, "train");
+  data::loader_options o;
+  o.batch_size = 2;
+  o.threads = 2;
+  o.augment.crop_h = 128;
+  o.augment.crop_w = 160;
+  data::loader l(camvid, o);
+  for (int k = 0; k < 2; ++k) {
+    const auto& b = l.next();
+    REQUIRE(b.images.shape() == shape{2, 3, 128, 160});
+    for (int64_t i = 0; i < b.labels.numel(); ++i) REQUIRE((b.labels[i] == 255 || (b.labels[i] >= 0 && b.labels[i] < 11)));
+    for (int64_t i = 0; i < b.images.numel(); ++i) REQUIRE(std::abs(b.images[i]) < 3.f);  // (v - mean) / std
+  }
 }
