@@ -7,7 +7,7 @@
 // Backward (FlashAttention-2 split): delta = rowsum(dO o O) per query; one block per
 //   (n * head, 32 keys) walks every query tile and adds into its own dK/dV columns; one block
 //   per (n * head, 32 queries) walks every key tile and adds into its dQ columns. P and dS are
-//   recomputed from q, k and lse by math::attention_probability / attention_score_gradient.
+//   recomputed from q, k and lse by math::attention_probability / softmax_gradient<false>.
 // Not yet here: tensor cores (WMMA TF32) for the tile products; see docs/kernels.md.
 #pragma once
 #include <cmath>
@@ -125,7 +125,7 @@ __device__ void attention_gradient_tile(const float* qp, const float* kp, const 
       for (int64_t ch = 0; ch < g.dh; ++ch) score += qp[ch * g.l + l] * kp[ch * g.s + s];
       for (int64_t ch = 0; ch < g.dvh; ++ch) dp += dop[ch * g.l + l] * vp[ch * g.s + s];
       pv = math::attention_probability(score, g.scale, lse_row[l]);
-      dsv = math::attention_score_gradient(pv, dp, delta_row[l]);
+      dsv = math::softmax_gradient<false>(pv, dp, delta_row[l]);
     }
     p[r][c] = pv;
     ds[r][c] = dsv;

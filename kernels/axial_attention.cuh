@@ -3,7 +3,7 @@
 // the column pass, [N, h, H, W, c] for the row pass), then per chunk of lines the scores
 // S = scale q k^T and the products with V as cuBLAS strided-batched GEMMs (FP32), the row
 // softmax by one warp per row running the shared math:: functions (attention_probability,
-// attention_score_gradient), log-sum-exp saved, maps recomputed in backward.
+// softmax_gradient<false>), log-sum-exp saved, maps recomputed in backward.
 // Chunks bound the score buffer to score_chunk_floats floats (x2 in backward).
 // Not done yet (docs/kernels.md): a fused one-block-per-line kernel with the line staged in
 // shared memory and WMMA/TF32 products; this path pays the L x L scores through HBM.
@@ -54,7 +54,7 @@ __global__ void axial_softmax_backward_kernel(const float* p, float* dp, int64_t
   float total = 0.f;
   for (int64_t k = lane; k < n; k += 32) total += pr[k] * dr[k];
   total = cuda_detail::warp_sum(total);
-  for (int64_t k = lane; k < n; k += 32) dr[k] = math::attention_score_gradient(pr[k], dr[k], total);
+  for (int64_t k = lane; k < n; k += 32) dr[k] = math::softmax_gradient<false>(pr[k], dr[k], total);
 }
 
 // Between the log-sum-exp planes in line order and stats[n, h, 0|1, H, W].

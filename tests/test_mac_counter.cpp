@@ -1,8 +1,6 @@
 // MAC counter: every hooked op's count against its formula written out here from the shapes,
 // scopes (zero outside, nesting, isolation), a small network's total against the sum of its
 // layers, and ResNet-18 at 224 x 224 against torchvision's published 1.814 GMACs.
-// (axial_attention is tested in test_mac_counter_axial.cpp: its header and attention2d.hpp
-// both define math::attention_score_gradient, so they cannot share a translation unit.)
 #include <catch2/catch.hpp>
 
 #include <random>
@@ -11,6 +9,7 @@
 #include "op_checker.hpp"
 #include "segkit/nn/network.hpp"
 #include "segkit/ops/attention2d.hpp"
+#include "segkit/ops/axial_attention.hpp"
 #include "segkit/ops/conv2d.hpp"
 #include "segkit/ops/matmul.hpp"
 #include "segkit/ops/ocr_gather.hpp"
@@ -241,3 +240,22 @@ TEST_CASE("mac counter: models::resnet<18> at 224 x 224 is 1.81-1.82 GMACs (conv
   CHECK(macs <= 1820000000);
 }
 #endif
+
+TEST_CASE("mac counter: axial attention counts 2 N C H W (H + W)") {
+  std::mt19937 rng(11);
+  for (int heads : {1, 2, 4}) {
+    const int64_t n = 2, c = 8, h = 5, w = 7;
+    const shape s{n, c, h, w};
+    const auto q = testing::random_tensor(s, rng), k = testing::random_tensor(s, rng),
+               v = testing::random_tensor(s, rng);
+    const ops::axial_attention_params p{heads};
+    host_tensor<float> out(s), mid(s), stats(ops::axial_attention_stats_shape(s, p));
+    mac_count_scope scope;
+    ops::axial_attention_forward(p, q, k, v, out, mid, stats);
+    // column pass: for each (n, w), H x H scores over C channels and H x H weights of C values
+    const int64_t column = n * w * (h * h * c + h * h * c);
+    const int64_t row = n * h * (w * w * c + w * w * c);
+    INFO("heads " << heads);
+    CHECK(scope.macs() == column + row);
+  }
+}

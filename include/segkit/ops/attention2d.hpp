@@ -24,6 +24,7 @@
 #include <cstdint>
 
 #include "segkit/ops/matmul.hpp"
+#include "segkit/ops/softmax.hpp"
 #include "segkit/tensor/config.hpp"
 #include "segkit/tensor/mac_counter.hpp"
 #include "segkit/tensor/parallel.hpp"
@@ -75,10 +76,6 @@ SEGKIT_HOST_DEVICE float attention_probability(float score, float scale, float l
   return expf(scale * score - lse);
 }
 
-// dS = P (dP - delta), delta = rowsum(dO o O) = rowsum(P o dP).
-SEGKIT_HOST_DEVICE float attention_score_gradient(float p, float dp, float delta) {
-  return p * (dp - delta);
-}
 
 }  // namespace math
 
@@ -347,7 +344,7 @@ inline void attention2d_backward(const attention2d_params& params, const tensor<
     gemm(cpu{}, true, false, cols, rows, g.dvh, 1.f, vp, g.s, dop, g.l, 0.f, ds, rows);
     for (int64_t c = 0; c < cols; ++c)
       for (int64_t r = 0; r < rows; ++r)
-        ds[c * rows + r] = math::attention_score_gradient(p[c * rows + r], ds[c * rows + r], delta[r]);
+        ds[c * rows + r] = math::softmax_gradient<false>(p[c * rows + r], ds[c * rows + r], delta[r]);
   };
 
   auto run_items = [&](int64_t items, auto&& body) {

@@ -27,6 +27,7 @@
 #endif
 
 #include "segkit/ops/matmul.hpp"
+#include "segkit/ops/softmax.hpp"
 #include "segkit/ops/permute.hpp"
 #include "segkit/tensor/config.hpp"
 #include "segkit/tensor/mac_counter.hpp"
@@ -65,17 +66,13 @@ SEGKIT_HOST_DEVICE void attention_probabilities_row(float* s, int64_t n, float l
   for (int64_t k = 0; k < n; ++k) s[k] = attention_probability(s[k], lse);
 }
 
-// One score gradient: p * (dp - sum_k p_k dp_k).
-SEGKIT_HOST_DEVICE float attention_score_gradient(float p, float dp, float total) {
-  return p * (dp - total);
-}
 
 // Softmax backward of one row: dp (gradient w.r.t. probabilities p) becomes the score
 // gradient in place.
 SEGKIT_HOST_DEVICE void attention_softmax_row_backward(const float* p, float* dp, int64_t n) {
   float total = 0.f;
   for (int64_t k = 0; k < n; ++k) total += p[k] * dp[k];
-  for (int64_t k = 0; k < n; ++k) dp[k] = attention_score_gradient(p[k], dp[k], total);
+  for (int64_t k = 0; k < n; ++k) dp[k] = softmax_gradient<false>(p[k], dp[k], total);
 }
 
 }  // namespace math
