@@ -187,7 +187,8 @@ TEST_CASE("trainer: N steps, stop, new objects, resume, N steps == 2N steps bit 
       first.stop_after = n;
       train::trainer part(model, loader, first);
       const auto r = part.run();
-      CHECK(r.interrupted);
+      CHECK(r.stopped);
+      CHECK_FALSE(r.interrupted);
       CHECK(r.iterations == n);
       const auto file = tensor_file::load(dir.file("split/last.safetensors"));
       CHECK(file.metadata().at("iteration") == std::to_string(n));
@@ -251,6 +252,7 @@ TEST_CASE("trainer: SIGINT finishes the step, saves last.safetensors and returns
     train::trainer t(model, loader, options, {}, on_step);
     const auto r = t.run();
     CHECK(r.interrupted);
+    CHECK_FALSE(r.stopped);
     CHECK(r.iterations == stop);
     CHECK(model.calls == stop);
     CHECK(tensor_file::load(dir.file("interrupted/last.safetensors")).metadata().at("iteration") ==

@@ -32,7 +32,8 @@
 //     wait), flushed; a resumed run drops records past its checkpoint and appends;
 //   - SIGINT (when handle_sigint): the current step finishes, last.safetensors is saved, run()
 //     returns with interrupted = true (a second SIGINT kills the process as usual); the
-//     previous handler is restored when run() returns;
+//     previous handler is restored when run() returns; stop_after stops the same way
+//     (stopped = true), for runs split into sessions;
 //   - NaN/Inf in a loss term or a gradient: the step is not applied, run() throws
 //     divergence_error naming the iteration, the term (or the first parameter whose gradient
 //     is not finite) and the last good checkpoint.
@@ -123,7 +124,8 @@ struct train_result {
   int64_t start_iteration = 0;  // 0, or the checkpoint's iteration when resumed
   int64_t iterations = 0;       // steps completed at the end (== options.iterations unless
                                 // interrupted)
-  bool interrupted = false;     // SIGINT or stop_after
+  bool interrupted = false;     // stopped by SIGINT (last.safetensors saved)
+  bool stopped = false;         // stopped by stop_after (last.safetensors saved)
   double seconds = 0;
   double best_miou = std::numeric_limits<double>::quiet_NaN();
   int64_t best_iteration = -1;
@@ -312,8 +314,8 @@ class trainer {
         run_evaluation(iteration, batch.images.shape(), console);
         window.start(loader_.wait_seconds());  // evaluation time is not training rate
       }
-      const bool interrupted =
-          sigint.raised() || (o.stop_after > 0 && iteration >= o.stop_after && !last);
+      const bool stop = o.stop_after > 0 && iteration >= o.stop_after && !last;
+      const bool interrupted = sigint.raised() || stop;
       if (!o.out_dir.empty() &&
           ((o.checkpoint_every > 0 && iteration % o.checkpoint_every == 0) || last ||
            interrupted)) {
@@ -324,8 +326,9 @@ class trainer {
         result.last_checkpoint = file("last.safetensors");
       }
       if (interrupted) {
-        result.interrupted = true;
-        console.message(std::string(sigint.raised() ? "interrupted (SIGINT)" : "stopped (stop_after)") +
+        result.interrupted = sigint.raised();
+        result.stopped = !result.interrupted;
+        console.message(std::string(result.interrupted ? "interrupted (SIGINT)" : "stopped (stop_after)") +
                         " after iteration " + std::to_string(iteration) +
                         (saved_at == iteration ? ": saved " + file("last.safetensors") +
                                                      "; continue with --resume"
