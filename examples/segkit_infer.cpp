@@ -1,0 +1,171 @@
+// segkit_infer — segments an image or every image of a folder with a trained model and writes,
+// per input <name>.<ext>: <name>_labels.png (colour label image) and <name>_overlay.png
+// (the colours blended over the image). See docs/evaluation.md.
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "eval_tools_common.hpp"
+#include "segkit/data/augment.hpp"
+#include "segkit/data/image_io.hpp"
+#include "segkit/eval/metrics.hpp"
+#include "segkit/models/zoo.hpp"
+#include "segkit/tensor/parallel.hpp"
+
+using namespace segkit;
+namespace fs = std::filesystem;
+
+namespace {
+
+const char* const usage_text =
+    R"(usage: segkit_infer --checkpoint FILE [--model NAME] (--dataset NAME | --classes K)
+                    INPUT --out DIR [--scales LIST] [--flip] [--window HxW] [--alpha 0.5]
+                    [--threads N]
+
+Segments INPUT (an image file, or a folder: every .png .jpg .jpeg .bmp in it, not recursive)
+and writes <name>_labels.png (colour label image) and <name>_overlay.png into DIR.
+
+  --checkpoint FILE  weights (a trainer checkpoint or any file with the model's tensor names)
+  --model NAME       model type (default: the checkpoint's "model" metadata); one of
+                     MODEL_NAMES
+  --dataset NAME     class count, names and palette of a dataset (camvid, ade20k, cityscapes,
+                     pascal_context, coco_stuff, synthetic); no files needed. Default: the
+                     checkpoint's "dataset" metadata
+  --classes K        or just a class count (PASCAL VOC colour map)
+  --random-init      no checkpoint: random weights (smoke tests of the tool itself)
+  --out DIR          output folder (created)
+  --scales LIST      inference scales, comma separated (default 1)
+  --flip             also run each scale mirrored; all logits are summed
+  --window HxW       sliding-window inference, stride 2/3 of the window (default: whole image)
+  --alpha A          overlay opacity of the label colours in [0, 1] (default 0.5)
+  --threads N        CPU threads
+)";
+
+void print_usage(FILE* out) {
+  std::string names, text = usage_text;
+  for (const auto& n : models::model_names()) names += (names.empty() ? "" : ", ") + n;
+  text.replace(text.find("MODEL_NAMES"), 11, names);
+  std::fputs(text.c_str(), out);
+}
+
+bool is_image_file(const fs::path& path) {
+  std::string ext = path.extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return std::tolower(c); });
+  return ext == ".png" || ext == ".jpg" || ext == ".jpeg" || ext == ".bmp";
+}
+
+std::vector<fs::path> input_files(const std::string& input) {
+  const fs::path path(input);
+  require<io_error>(fs::exists(path), "input ", input, " does not exist");
+  if (!fs::is_directory(path)) return {path};
+  std::vector<fs::path> files;
+  for (const auto& entry : fs::directory_iterator(path))
+    if (entry.is_regular_file() && is_image_file(entry.path())) files.push_back(entry.path());
+  std::sort(files.begin(), files.end());
+  require<io_error>(!files.empty(), "input folder ", input,
+                    " holds no .png, .jpg, .jpeg or .bmp files");
+  return files;
+}
+
+int run(const tools::arguments& args) {
+  if (args.has("--help")) {
+    print_usage(stdout);
+    return 0;
+  }
+  require<tools::usage_error>(args.positional().size() == 1,
+                              args.positional().empty() ? "INPUT (an image or a folder) is required"
+                                                        : "one INPUT expected, got several");
+  require<tools::usage_error>(args.has("--out"), "--out DIR is required");
+  const bool random_init = args.has("--random-init");
+  require<tools::usage_error>(random_init != args.has("--checkpoint"),
+                              random_init ? "--random-init and --checkpoint exclude each other"
+                                          : "--checkpoint FILE is required (or --random-init)");
+  require<tools::usage_error>(!(args.has("--dataset") && args.has("--classes")),
+                              "give --dataset or --classes, not both");
+  if (args.has("--threads")) set_num_threads(static_cast<int>(args.get_int("--threads", 1)));
+  const double alpha = std::strtod(args.get("--alpha", "0.5").c_str(), nullptr);
+  require<tools::usage_error>(alpha >= 0 && alpha <= 1, "--alpha must be in [0, 1]");
+
+  std::map<std::string, std::string> meta;
+  if (!random_init) meta = tools::checkpoint_metadata_of(args.get("--checkpoint"));
+  std::string model_name = args.get("--model");
+  if (model_name.empty() && meta.count("model")) model_name = meta["model"];
+  require<tools::usage_error>(!model_name.empty(), "--model is required (",
+                              random_init ? "--random-init" : "the checkpoint has no \"model\" metadata",
+                              ")");
+  tools::require_known_model(model_name, models::model_names());
+
+  data::dataset_info info;
+  if (args.has("--classes")) {
+    const long long k = args.get_int("--classes", 0);
+    require<tools::usage_error>(k >= 1 && k <= 65535, "--classes must be in [1, 65535]");
+    info.num_classes = static_cast<int>(k);
+    info.palette = data::generic_palette(info.num_classes);
+  } else {
+    std::string name = args.get("--dataset");
+    if (name.empty() && meta.count("dataset")) name = meta["dataset"];
+    require<tools::usage_error>(!name.empty(), "--dataset NAME or --classes K is required (the ",
+                                "checkpoint has no \"dataset\" metadata)");
+    info = tools::info_by_name(name);
+  }
+  if (info.num_classes == 0) info.num_classes = static_cast<int>(info.palette.size());
+
+  const auto files = input_files(args.positional()[0]);
+  const fs::path out_dir(args.get("--out"));
+  fs::create_directories(out_dir);
+  const auto options = tools::inference_from(args);
+
+  return models::with_model(model_name, [&](auto tag) {
+    using model_type = typename decltype(tag)::type;
+    model_type model(info.num_classes);
+    if (!random_init) tools::load_weights(model, args.get("--checkpoint"));
+    model.eval();
+    std::printf("segkit_infer: %s, %d classes, %s, %zu image(s) -> %s\n", model.name().c_str(),
+                info.num_classes, tools::describe(options).c_str(), files.size(),
+                out_dir.string().c_str());
+    std::fflush(stdout);
+    for (const auto& file : files) {
+      const auto start = std::chrono::steady_clock::now();
+      data::example example;
+      example.image = data::read_image(file.string());
+      example.label = host_tensor<int32_t>::zeros({example.image.size(0), example.image.size(1)});
+      example.image_path = file.string();
+      const auto sample = data::normalize(example);
+      const shape& s = sample.image.shape();
+      const auto logits = eval::predict_logits(model, sample.image.view({1, s[0], s[1], s[2]}), options);
+      const auto labels = eval::argmax_classes(logits).view({s[1], s[2]});
+      const auto colour = data::colorize(labels, info.palette, info.ignore_index);
+      const std::string stem = file.stem().string();
+      const std::string labels_path = (out_dir / (stem + "_labels.png")).string();
+      const std::string overlay_path = (out_dir / (stem + "_overlay.png")).string();
+      data::write_png(labels_path, colour);
+      data::write_png(overlay_path, data::overlay(example.image, colour, alpha));
+      const double seconds =
+          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      std::printf("  %s (%lldx%lld): %s, %s  %.2f s\n", file.filename().string().c_str(),
+                  static_cast<long long>(s[1]), static_cast<long long>(s[2]), labels_path.c_str(),
+                  overlay_path.c_str(), seconds);
+    }
+    return 0;
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const tools::arguments args(argc, argv, {"--help", "--flip", "--random-init"},
+                                {"--checkpoint", "--model", "--dataset", "--classes", "--out",
+                                 "--scales", "--window", "--alpha", "--threads"});
+    return run(args);
+  } catch (const tools::usage_error& e) {
+    std::fprintf(stderr, "segkit_infer: %s\n(see segkit_infer --help)\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "segkit_infer: error: %s\n", e.what());
+    return 1;
+  }
+}
