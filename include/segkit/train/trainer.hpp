@@ -26,7 +26,8 @@
 //     best.safetensors whenever an evaluation's mIoU beats the best so far;
 //   - evaluation (an optional callback) runs every eval_every iterations and after the last
 //     one, with the model in eval mode (train mode and the training input shape restored
-//     afterwards); its values go to the console, eval.csv and metrics.jsonl;
+//     afterwards); its values go to eval.csv and metrics.jsonl, and to the console except
+//     keys with a '.' (per-class entries such as "iou.sky");
 //   - every log_every iterations: a progress line (bar on a terminal) and a record in
 //     metrics.csv / metrics.jsonl (window means of the loss terms, lr, grad norm, it/s, data
 //     wait), flushed; a resumed run drops records past its checkpoint and appends;
@@ -517,7 +518,8 @@ class trainer {
     for (const auto& v : r.values) values.push_back(v);
     values.push_back({"eval_s", trainer_detail::seconds_since(start)});
     std::string text = "eval at iteration " + std::to_string(iteration) + ":";
-    for (const auto& [key, value] : values) text += " " + key + " " + format_number(value);
+    for (const auto& [key, value] : values)  // per-class entries ("iou.sky") only in the logs
+      if (key.find('.') == std::string::npos) text += " " + key + " " + format_number(value);
     const bool better = std::isfinite(r.miou) && !(r.miou <= best_miou_);  // NaN best: first
     if (better) {
       best_miou_ = r.miou, best_iteration_ = iteration;

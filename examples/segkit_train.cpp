@@ -1,0 +1,391 @@
+// segkit_train — train a segkit model (models/zoo.hpp) on a dataset with the shared trainer
+// (train/trainer.hpp): augmentation and background loading (data/loader.hpp), SGD or AdamW
+// with a poly schedule, periodic evaluation on the val split (eval/inference.hpp), atomic
+// checkpoints, --resume, SIGINT, NaN stop. See docs/training.md.
+//
+// Settings come from, lowest priority first: the dataset's defaults, out/config.conf (only
+// with --resume: the configuration the run was started with), --config FILE, the command
+// line. The resolved settings are written to out/config.conf and into every checkpoint.
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "segkit/data/datasets.hpp"
+#include "segkit/data/loader.hpp"
+#include "segkit/data/synthetic_scenes.hpp"
+#include "segkit/eval/inference.hpp"
+#include "segkit/models/zoo.hpp"
+#include "segkit/tensor/mac_counter.hpp"
+#include "segkit/train/checkpoint.hpp"
+#include "segkit/train/trainer.hpp"
+
+using namespace segkit;
+
+namespace {
+
+struct usage_error : error {
+  using error::error;
+};
+
+const char* const usage_text = R"(usage: segkit_train [options]
+
+  --config FILE          key=value lines (keys are the option names without "--"; # comments)
+  --dataset NAME         camvid (default), ade20k, cityscapes, pascal_context, coco_stuff,
+                         coco_stuff164k, coco_stuff10k, synthetic
+  --data-root DIR        dataset folder (default ../shared/data/<dataset>)
+  --model NAME           fcn-resnet18 (default), fcn-resnet50, fcn-resnet18-w25
+  --width PERCENT        backbone width: 100 = the model as named, else "<model>-w<PERCENT>"
+  --pretrained FILE      backbone weights (safetensors, torchvision names; see docs/backbones.md)
+  --crop HxW             training crop                                  [dataset default]
+  --scale-range A,B      random scale range (ratio of the image size)   [dataset default]
+  --no-flip, --no-photometric   switch augmentations off
+  --batch N              images per step                                [dataset default]
+  --iters N              total iterations                               [dataset default]
+  --optimizer sgd|adamw  sgd: momentum 0.9, L2 weight decay; adamw: decoupled decay
+  --lr X  --weight-decay X  --momentum X  --min-lr X
+  --schedule poly|cosine|constant  --warmup N (linear warm-up iterations, ratio 0.1)
+  --eval-every N         evaluate on the val split every N iterations (0 = only at the end)
+  --eval-images N        evaluate on the first N val images only (0 = all)
+  --eval-scale X         inference scale for evaluation (logits resized back to the label size)
+  --checkpoint-every N   write out/last.safetensors every N iterations (also at the end)
+  --keep-checkpoints     also keep out/iter_<k>.safetensors
+  --out DIR              output folder (default runs/<dataset>-<model>)
+  --resume               continue from out/last.safetensors, bit-identically
+  --stop-after N         stop (and save) after N iterations; --resume continues
+  --skip-bad             skip unreadable / bad samples (counted and listed at the end)
+  --threads N            loader threads (default 2)
+  --seed N               seed of the model init, sample order, augmentation, dropout
+  --log-every N          progress line + metrics record every N iterations (default 10)
+  --progress auto|bar|lines   progress bar on a terminal (auto), or plain lines
+  --synthetic-count N  --synthetic-size HxW   the synthetic dataset (train; val uses seed+1)
+  --help
+
+Outputs in --out: config.conf, metrics.csv (train logs), eval.csv, metrics.jsonl (both),
+last.safetensors, best.safetensors (best val mIoU), iter_<k>.safetensors (--keep-checkpoints).
+Exit status: 0 done (or --stop-after), 130 interrupted by SIGINT (checkpoint saved),
+1 error or divergence (NaN/Inf), 2 bad command line.
+)";
+
+using settings = std::map<std::string, std::string>;
+
+const std::set<std::string> flag_keys{"no-flip", "no-photometric", "keep-checkpoints", "resume",
+                                      "skip-bad", "help"};
+const std::set<std::string> value_keys{
+    "config",     "dataset",      "data-root",      "model",          "width",
+    "pretrained", "crop",         "scale-range",    "batch",          "iters",
+    "optimizer",  "lr",           "weight-decay",   "momentum",       "min-lr",
+    "schedule",   "warmup",       "eval-every",     "eval-images",    "eval-scale",
+    "checkpoint-every", "out",    "stop-after",     "threads",        "seed",
+    "log-every",  "progress",     "synthetic-count", "synthetic-size"};
+
+settings dataset_defaults(const std::string& dataset) {
+  settings s{{"model", "fcn-resnet18"}, {"width", "100"},     {"optimizer", "sgd"},
+             {"lr", "0.01"},            {"momentum", "0.9"},  {"weight-decay", "0.0005"},
+             {"min-lr", "0.0001"},      {"schedule", "poly"}, {"warmup", "0"},
+             {"scale-range", "0.5,2"},  {"eval-images", "0"}, {"eval-scale", "1"},
+             {"threads", "2"},          {"seed", "0"},        {"log-every", "10"},
+             {"progress", "auto"},      {"stop-after", "0"},  {"synthetic-count", "200"},
+             {"synthetic-size", "256x256"}};
+  auto set = [&](settings more) {
+    for (auto& [k, v] : more) s[k] = v;
+  };
+  if (dataset == "camvid")  // 360x480 images, trained at reduced resolution on a CPU
+    set({{"crop", "256x256"}, {"scale-range", "0.25,1"}, {"eval-scale", "0.5"}, {"batch", "8"},
+         {"iters", "2000"}, {"eval-every", "500"}, {"checkpoint-every", "250"}});
+  else if (dataset == "ade20k")  // mmseg's 512x512 80k schedule
+    set({{"crop", "512x512"}, {"batch", "16"}, {"iters", "80000"}, {"eval-every", "8000"},
+         {"checkpoint-every", "8000"}});
+  else if (dataset == "cityscapes")
+    set({{"crop", "512x1024"}, {"batch", "8"}, {"iters", "80000"}, {"eval-every", "8000"},
+         {"checkpoint-every", "8000"}});
+  else if (dataset == "pascal_context" || dataset == "pascal_context_59")
+    set({{"crop", "480x480"}, {"batch", "16"}, {"iters", "40000"}, {"lr", "0.004"},
+         {"weight-decay", "0.0001"}, {"eval-every", "4000"}, {"checkpoint-every", "4000"}});
+  else if (dataset.rfind("coco_stuff", 0) == 0)
+    set({{"crop", "512x512"}, {"batch", "16"}, {"iters", "80000"}, {"eval-every", "8000"},
+         {"checkpoint-every", "8000"}});
+  else  // synthetic: a smoke run in minutes
+    set({{"crop", "128x128"}, {"batch", "4"}, {"iters", "200"}, {"eval-every", "100"},
+         {"eval-images", "16"}, {"checkpoint-every", "50"}, {"model", "fcn-resnet18-w25"}});
+  return s;
+}
+
+void read_config(const std::string& path, settings& into) {
+  std::ifstream in(path);
+  require<usage_error>(bool(in), "cannot read the config file ", path);
+  int number = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++number;
+    const auto hash = line.find('#');
+    if (hash != std::string::npos) line.erase(hash);
+    const auto trim = [](std::string t) {
+      const auto b = t.find_first_not_of(" \t\r"), e = t.find_last_not_of(" \t\r");
+      return b == std::string::npos ? std::string() : t.substr(b, e - b + 1);
+    };
+    line = trim(line);
+    if (line.empty()) continue;
+    const auto eq = line.find('=');
+    require<usage_error>(eq != std::string::npos, path, ":", number,
+                         ": expected key = value, got \"", line, "\"");
+    std::string key = trim(line.substr(0, eq)), value = trim(line.substr(eq + 1));
+    if (key.rfind("--", 0) == 0) key.erase(0, 2);
+    require<usage_error>(key != "config" && (value_keys.count(key) || flag_keys.count(key)), path,
+                         ":", number, ": unknown key \"", key, "\"");
+    into[key] = value;
+  }
+}
+
+settings parse_command_line(int argc, char** argv) {
+  settings s;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i], value;
+    require<usage_error>(arg.rfind("--", 0) == 0, "unexpected argument \"", arg, "\"");
+    arg.erase(0, 2);
+    const auto eq = arg.find('=');
+    if (eq != std::string::npos) value = arg.substr(eq + 1), arg.erase(eq);
+    if (arg == "h") arg = "help";
+    if (flag_keys.count(arg)) {
+      s[arg] = "1";
+    } else if (value_keys.count(arg)) {
+      if (eq == std::string::npos) {
+        require<usage_error>(i + 1 < argc, "--", arg, " needs a value");
+        value = argv[++i];
+      }
+      s[arg] = value;
+    } else {
+      throw usage_error("unknown option --" + arg);
+    }
+  }
+  return s;
+}
+
+int64_t integer(const settings& s, const std::string& key, int64_t min = 0) {
+  const std::string& text = s.at(key);
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  require<usage_error>(end != text.c_str() && *end == '\0' && v >= min, "--", key,
+                       " must be an integer >= ", min, ", got \"", text, "\"");
+  return v;
+}
+double real(const settings& s, const std::string& key) {
+  const std::string& text = s.at(key);
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  require<usage_error>(end != text.c_str() && *end == '\0' && std::isfinite(v), "--", key,
+                       " must be a number, got \"", text, "\"");
+  return v;
+}
+std::pair<double, double> pair_of(const settings& s, const std::string& key, char sep) {
+  const std::string& text = s.at(key);
+  const auto at = text.find(sep);
+  require<usage_error>(at != std::string::npos, "--", key, " must look like A", sep, "B, got \"",
+                       text, "\"");
+  settings parts{{"a", text.substr(0, at)}, {"b", text.substr(at + 1)}};
+  try {
+    return {real(parts, "a"), real(parts, "b")};
+  } catch (const usage_error&) {
+    throw usage_error("--" + key + " must look like A" + sep + "B (numbers), got \"" + text + "\"");
+  }
+}
+bool flag(const settings& s, const std::string& key) {
+  const auto it = s.find(key);
+  return it != s.end() && it->second != "0" && it->second != "false" && !it->second.empty();
+}
+
+struct datasets {
+  std::unique_ptr<data::dataset> train, val;
+};
+
+datasets open_datasets(const settings& s) {
+  const std::string& name = s.at("dataset");
+  datasets d;
+  if (name == "synthetic") {
+    const auto size = pair_of(s, "synthetic-size", 'x');
+    const auto count = static_cast<size_t>(integer(s, "synthetic-count", 1));
+    const auto seed = static_cast<uint64_t>(integer(s, "seed"));
+    d.train = std::make_unique<data::synthetic_scenes_dataset>(count, int(size.first),
+                                                               int(size.second), seed);
+    d.val = std::make_unique<data::synthetic_scenes_dataset>(std::max<size_t>(count / 8, 8),
+                                                             int(size.first), int(size.second),
+                                                             seed + 1);
+  } else {
+    d.train = data::open_dataset(name, s.at("data-root"), "train");
+    d.val = data::open_dataset(name, s.at("data-root"), "val");
+  }
+  return d;
+}
+
+template <class Model>
+int train_model(const settings& s, const datasets& data) {
+  const auto& info = data.train->info();
+  const auto seed = static_cast<uint64_t>(integer(s, "seed"));
+  const auto crop = pair_of(s, "crop", 'x');
+  const auto scales = pair_of(s, "scale-range", ',');
+
+  data::loader_options lo;
+  lo.batch_size = int(integer(s, "batch", 1));
+  lo.augment.crop_h = int(crop.first), lo.augment.crop_w = int(crop.second);
+  lo.augment.min_scale = scales.first, lo.augment.max_scale = scales.second;
+  lo.augment.flip = !flag(s, "no-flip");
+  lo.augment.photometric = !flag(s, "no-photometric");
+  lo.seed = seed;
+  lo.threads = int(integer(s, "threads"));
+  lo.skip_bad = flag(s, "skip-bad");
+  data::loader loader(*data.train, lo);
+
+  Model model(info.num_classes, seed);
+  const shape input{lo.batch_size, 3, lo.augment.crop_h, lo.augment.crop_w};
+  model.setup(input);
+  std::printf("segkit_train: %s on %s (%d classes, %zu train / %zu val images), %d threads\n",
+              model.name().c_str(), info.name.c_str(), info.num_classes, data.train->size(),
+              data.val->size(), num_threads());
+  std::printf("  model: %s (training step: forward + backward ~3x)\n",
+              format_cost(model.cost(), input).c_str());
+  if (s.count("pretrained") && !s.at("pretrained").empty()) {
+    train::load_options from;
+    from.module_prefix = "backbone.";
+    const auto report = train::load_module_weights(s.at("pretrained"), model, from);
+    std::printf("  backbone weights: %zu tensors from %s\n", report.loaded.size(),
+                s.at("pretrained").c_str());
+  }
+
+  train::trainer_options o;
+  o.iterations = integer(s, "iters", 1);
+  o.log_every = integer(s, "log-every", 1);
+  o.eval_every = integer(s, "eval-every");
+  o.checkpoint_every = integer(s, "checkpoint-every");
+  o.keep_every_checkpoint = flag(s, "keep-checkpoints");
+  o.out_dir = s.at("out");
+  o.resume = flag(s, "resume");
+  o.stop_after = integer(s, "stop-after");
+  o.optimizer = s.at("optimizer");
+  o.lr = real(s, "lr");
+  o.momentum = real(s, "momentum");
+  o.weight_decay = real(s, "weight-decay");
+  o.schedule = s.at("schedule");
+  o.min_lr = std::min(real(s, "min-lr"), o.lr);
+  o.warmup_iters = integer(s, "warmup");
+  o.seed = seed;
+  const std::string& progress = s.at("progress");
+  require<usage_error>(progress == "auto" || progress == "bar" || progress == "lines",
+                       "--progress must be auto, bar or lines, got \"", progress, "\"");
+  o.progress = progress == "bar"     ? train::progress_mode::bar
+               : progress == "lines" ? train::progress_mode::lines
+                                     : train::progress_mode::automatic;
+  o.dataset_name = info.name;
+  for (const auto& [key, value] : s)
+    if (key != "resume" && key != "help" && key != "config") o.metadata["config." + key] = value;
+
+  eval::evaluate_options eo;
+  eo.inference.scales = {real(s, "eval-scale")};
+  eo.max_images = static_cast<size_t>(integer(s, "eval-images"));
+  auto evaluate = [&](Model& m, int64_t) {
+    const eval::evaluation e = eval::evaluate(m, *data.val, eo);
+    train::eval_result r;
+    r.miou = e.miou;
+    r.values = {{"boundary_miou", e.boundary_miou},
+                {"pixel_accuracy", e.pixel_accuracy},
+                {"mean_accuracy", e.mean_accuracy},
+                {"images", double(e.images)}};
+    for (size_t k = 0; k < e.per_class_iou.size(); ++k) {
+      const std::string name = k < info.class_names.size() ? info.class_names[k]
+                                                           : std::to_string(k);
+      r.values.push_back({"iou." + name, e.per_class_iou[k]});
+    }
+    return r;
+  };
+
+  train::trainer trainer(model, loader, o, evaluate);
+  std::printf("  %lld iterations, batch %d, crop %dx%d, scale %.2f-%.2f, %s lr %g (%s), out %s\n",
+              static_cast<long long>(o.iterations), lo.batch_size, lo.augment.crop_h,
+              lo.augment.crop_w, scales.first, scales.second, o.optimizer.c_str(), o.lr,
+              o.schedule.c_str(), o.out_dir.c_str());
+  std::fflush(stdout);
+  const train::train_result r = trainer.run();
+  std::printf("segkit_train: %lld iterations (%lld this session) in %s",
+              static_cast<long long>(r.iterations),
+              static_cast<long long>(r.iterations - r.start_iteration),
+              train::format_duration(r.seconds).c_str());
+  if (std::isfinite(r.best_miou))
+    std::printf(", best val mIoU %.2f%% at iteration %lld", 100 * r.best_miou,
+                static_cast<long long>(r.best_iteration));
+  std::printf("\n");
+  if (loader.bad_count() > 0) {
+    std::printf("  skipped %lld bad samples:\n", static_cast<long long>(loader.bad_count()));
+    for (const auto& line : loader.bad_files()) std::printf("    %s\n", line.c_str());
+  }
+  if (!r.last_checkpoint.empty()) std::printf("  checkpoint: %s\n", r.last_checkpoint.c_str());
+  return r.interrupted ? 130 : 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    const settings cli = parse_command_line(argc, argv);
+    if (flag(cli, "help")) {
+      std::printf("%s", usage_text);
+      return 0;
+    }
+    settings file;
+    if (cli.count("config")) read_config(cli.at("config"), file);
+    auto pick = [&](const std::string& key, const std::string& fallback) {
+      if (cli.count(key)) return cli.at(key);
+      if (file.count(key)) return file.at(key);
+      return fallback;
+    };
+    const bool resume = flag(cli, "resume") || flag(file, "resume");
+    std::string dataset = pick("dataset", "camvid");
+    std::string out = pick("out", "");
+    settings s = dataset_defaults(dataset);
+    if (resume && !out.empty() && std::filesystem::exists(out + "/config.conf")) {
+      settings saved;
+      read_config(out + "/config.conf", saved);
+      if (!cli.count("dataset") && !file.count("dataset") && saved.count("dataset")) {
+        dataset = saved.at("dataset");
+        s = dataset_defaults(dataset);
+      }
+      for (auto& [k, v] : saved) s[k] = v;
+    }
+    for (auto& [k, v] : file) s[k] = v;
+    for (auto& [k, v] : cli) s[k] = v;
+    s["dataset"] = dataset;
+    if (!s.count("data-root")) s["data-root"] = "../shared/data/" + dataset;
+    std::string model = s.at("model");
+    if (s.at("width") != "100") model += "-w" + s.at("width");
+    s["model"] = model, s["width"] = "100";
+    if (s.count("stop-after") == 0) s["stop-after"] = "0";
+    if (!s.count("out")) s["out"] = "runs/" + dataset + "-" + model;
+    s.erase("config");
+
+    std::filesystem::create_directories(s.at("out"));
+    {
+      std::ofstream conf(s.at("out") + "/config.conf");
+      conf << "# segkit_train: the resolved settings of this run (--resume reads them)\n";
+      for (const auto& [k, v] : s)
+        if (k != "resume" && k != "help" && k != "stop-after") conf << k << " = " << v << "\n";
+    }
+    const datasets data = open_datasets(s);
+    return models::with_model(model, [&](auto tag) {
+      using M = typename decltype(tag)::type;
+      return train_model<M>(s, data);
+    });
+  } catch (const usage_error& e) {
+    std::fprintf(stderr, "segkit_train: %s (see --help)\n", e.what());
+    return 2;
+  } catch (const train::divergence_error& e) {
+    std::fprintf(stderr, "\nsegkit_train: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "\nsegkit_train: %s\n", e.what());
+    return 1;
+  }
+}
