@@ -262,7 +262,7 @@ class trainer {
     trainer_detail::sigint_guard sigint(o.handle_sigint);
     model_.train();
 
-    window window;
+    log_window window;
     window.start(loader_.wait_seconds());
     double ema_step_seconds = 0;
     int64_t saved_at = -1;
@@ -346,7 +346,7 @@ class trainer {
 
  private:
   // Means of the loss terms and grad norm since the last log, and the rate over the window.
-  class window {
+  class log_window {
    public:
     void start(double wait) {
       begin_ = std::chrono::steady_clock::now(), wait_ = wait;
