@@ -190,7 +190,7 @@ class fcn {
   using label_tensor = tensor<int32_t, device_type>;
   using backbone_type = Backbone;
   static constexpr bool has_aux = AuxChannels > 0;
-  static constexpr float aux_weight = 0.4f;
+  static constexpr double aux_weight = 0.4;
 
   explicit fcn(int num_classes, uint64_t seed = 0)
       : head_(num_classes), aux_(has_aux ? num_classes : 1) {
@@ -252,9 +252,9 @@ class fcn {
       ops::resize_forward(resize_, aux_.forward(*features[2]), aux_logits_);
       const float aux = train::cross_entropy_forward(ce_params_, aux_logits_, labels, ce_state_);
       result.terms.emplace_back("aux_ce", aux);
-      result.total += double(aux_weight) * aux;
+      result.total += aux_weight * aux;
       dlogits_.zero();
-      train::cross_entropy_backward(ce_params_, aux_logits_, labels, ce_state_, aux_weight,
+      train::cross_entropy_backward(ce_params_, aux_logits_, labels, ce_state_, float(aux_weight),
                                     dlogits_);
       daux_small_.zero();
       ops::resize_backward(resize_, dlogits_, daux_small_);
