@@ -1,5 +1,3 @@
-// NOT YET COMPILED (the machine was starved during the session): rename to
-// tests/test_resnet_decoder.cpp once it builds and passes (see the hrnet helper report).
 // tests/test_resnet_decoder.cpp — models::resnet_decoder (SaF supplementary D) against the
 // PyTorch module of tests/reference/gen_hrnet.py (tests/golden/resnet_decoder.safetensors):
 // names and shapes (the paper's configuration and the test's), outputs in train and eval mode,
