@@ -1,15 +1,18 @@
 // segkit_infer — segments an image or every image of a folder with a trained model and writes,
 // per input <name>.<ext>: <name>_labels.png (colour label image) and <name>_overlay.png
-// (the colours blended over the image). See docs/evaluation.md.
+// (the colours blended over the image). With --data-root it reads a dataset split instead and
+// also writes <name>_compare.png: image | ground truth | prediction. See docs/evaluation.md.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "eval_tools_common.hpp"
 #include "segkit/data/augment.hpp"
+#include "segkit/data/datasets.hpp"
 #include "segkit/data/image_io.hpp"
 #include "segkit/eval/metrics.hpp"
 #include "segkit/models/zoo.hpp"
@@ -22,11 +25,13 @@ namespace {
 
 const char* const usage_text =
     R"(usage: segkit_infer --checkpoint FILE [--model NAME] (--dataset NAME | --classes K)
-                    INPUT --out DIR [--scales LIST] [--flip] [--window HxW] [--alpha 0.5]
-                    [--threads N]
+                    (INPUT | --data-root DIR [--split val] [--limit N]) --out DIR
+                    [--scales LIST] [--flip] [--window HxW] [--alpha 0.5] [--threads N]
 
 Segments INPUT (an image file, or a folder: every .png .jpg .jpeg .bmp in it, not recursive)
 and writes <name>_labels.png (colour label image) and <name>_overlay.png into DIR.
+With --data-root (and --dataset), segments the first --limit images of a dataset split instead
+and also writes <name>_compare.png: the image, its ground truth and the prediction side by side.
 
   --checkpoint FILE  weights (a trainer checkpoint or any file with the model's tensor names)
   --model NAME       model type (default: the checkpoint's "model" metadata); one of
@@ -42,6 +47,9 @@ and writes <name>_labels.png (colour label image) and <name>_overlay.png into DI
   --window HxW       sliding-window inference, stride 2/3 of the window (default: whole image)
   --alpha A          overlay opacity of the label colours in [0, 1] (default 0.5)
   --threads N        CPU threads
+  --data-root DIR    read the --dataset split from DIR instead of INPUT (ground truth shown)
+  --split NAME       with --data-root: the split (default val)
+  --limit N          with --data-root: the first N images (default 4)
 )";
 
 void print_usage(FILE* out) {
@@ -75,9 +83,14 @@ int run(const tools::arguments& args) {
     print_usage(stdout);
     return 0;
   }
-  require<tools::usage_error>(args.positional().size() == 1,
-                              args.positional().empty() ? "INPUT (an image or a folder) is required"
-                                                        : "one INPUT expected, got several");
+  const bool from_dataset = args.has("--data-root");
+  require<tools::usage_error>(args.positional().size() == (from_dataset ? 0u : 1u),
+                              from_dataset ? "give INPUT or --data-root, not both"
+                              : args.positional().empty()
+                                  ? "INPUT (an image or a folder) or --data-root DIR is required"
+                                  : "one INPUT expected, got several");
+  require<tools::usage_error>(!from_dataset || args.has("--dataset"),
+                              "--data-root needs --dataset NAME (which reader to use)");
   require<tools::usage_error>(args.has("--out"), "--out DIR is required");
   const bool random_init = args.has("--random-init");
   require<tools::usage_error>(random_init != args.has("--checkpoint"),
@@ -113,7 +126,19 @@ int run(const tools::arguments& args) {
   }
   if (info.num_classes == 0) info.num_classes = static_cast<int>(info.palette.size());
 
-  const auto files = input_files(args.positional()[0]);
+  // Either files (no ground truth) or a dataset split (labels mapped by its reader).
+  std::vector<fs::path> files;
+  std::unique_ptr<data::dataset> split;
+  size_t count = 0;
+  if (from_dataset) {
+    split = data::open_dataset(args.get("--dataset"), args.get("--data-root"), args.get("--split", "val"));
+    const long long limit = args.get_int("--limit", 4);
+    require<tools::usage_error>(limit >= 1, "--limit must be at least 1, got ", limit);
+    count = std::min(split->size(), static_cast<size_t>(limit));
+  } else {
+    files = input_files(args.positional()[0]);
+    count = files.size();
+  }
   const fs::path out_dir(args.get("--out"));
   fs::create_directories(out_dir);
   const auto options = tools::inference_from(args);
@@ -124,15 +149,20 @@ int run(const tools::arguments& args) {
     if (!random_init) tools::load_weights(model, args.get("--checkpoint"));
     model.eval();
     std::printf("segkit_infer: %s, %d classes, %s, %zu image(s) -> %s\n", model.name().c_str(),
-                info.num_classes, tools::describe(options).c_str(), files.size(),
+                info.num_classes, tools::describe(options).c_str(), count,
                 out_dir.string().c_str());
     std::fflush(stdout);
-    for (const auto& file : files) {
+    for (size_t i = 0; i < count; ++i) {
       const auto start = std::chrono::steady_clock::now();
       data::example example;
-      example.image = data::read_image(file.string());
-      example.label = host_tensor<int32_t>::zeros({example.image.size(0), example.image.size(1)});
-      example.image_path = file.string();
+      if (split) {
+        example = split->load(i);
+      } else {
+        example.image = data::read_image(files[i].string());
+        example.label = host_tensor<int32_t>::zeros({example.image.size(0), example.image.size(1)});
+        example.image_path = files[i].string();
+      }
+      const fs::path file(example.image_path);
       const auto sample = data::normalize(example);
       const shape& s = sample.image.shape();
       const auto logits = eval::predict_logits(model, sample.image.view({1, s[0], s[1], s[2]}), options);
@@ -143,6 +173,11 @@ int run(const tools::arguments& args) {
       const std::string overlay_path = (out_dir / (stem + "_overlay.png")).string();
       data::write_png(labels_path, colour);
       data::write_png(overlay_path, data::overlay(example.image, colour, alpha));
+      if (split) {
+        const auto truth = data::colorize(example.label, info.palette, info.ignore_index);
+        data::write_png((out_dir / (stem + "_compare.png")).string(),
+                        data::side_by_side({example.image, truth, colour}, 4));
+      }
       const double seconds =
           std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
       std::printf("  %s (%lldx%lld): %s, %s  %.2f s\n", file.filename().string().c_str(),
@@ -159,7 +194,8 @@ int main(int argc, char** argv) {
   try {
     const tools::arguments args(argc, argv, {"--help", "--flip", "--random-init"},
                                 {"--checkpoint", "--model", "--dataset", "--classes", "--out",
-                                 "--scales", "--window", "--alpha", "--threads"});
+                                 "--scales", "--window", "--alpha", "--threads", "--data-root",
+                                 "--split", "--limit"});
     return run(args);
   } catch (const tools::usage_error& e) {
     std::fprintf(stderr, "segkit_infer: %s\n(see segkit_infer --help)\n", e.what());
