@@ -91,7 +91,16 @@ TEST_CASE("saf_head: parity with the PyTorch re-implementation", "[saf]") {
   CHECK(max_rel(dx, f.get<float>("dx")) < 1e-4);
   head.visit_parameters("", [&](const std::string& name, nn::parameter<cpu>& p) {
     INFO(name);
-    CHECK(max_rel(p.grad, f.get<float>("grad." + name)) < 1e-4);
+    // Several gradients are structurally zero (key biases: softmax is shift-invariant; level-L
+    // agg/value biases and update.2.bias only shift channels that a training-mode BN removes),
+    // so the error is relative to max(|reference|, 1e-3).
+    const auto ref = f.get<float>("grad." + name);
+    double scale = 0, diff = 0;
+    for (int64_t i = 0; i < ref.numel(); ++i) {
+      scale = std::max(scale, std::abs(double(ref[i])));
+      diff = std::max(diff, std::abs(double(p.grad[i]) - double(ref[i])));
+    }
+    CHECK(diff / std::max(scale, 1e-3) < 1e-4);
   });
   head.visit_buffers("", [&](const std::string& name, auto& b) {
     if constexpr (std::is_same_v<std::decay_t<decltype(b)>, tensor<float, cpu>>) {
@@ -116,7 +125,11 @@ TEST_CASE("saf_head: backward adds; finite differences of the Eq. 1 loss", "[saf
   const auto f = tensor_file::load(SEGKIT_GOLDEN_DIR "/saf.safetensors");
   const auto x = f.get<float>("x");
   const auto labels = f.get<int32_t>("labels");
-  models::saf_head<cpu> head(8, 3, golden_options());
+  // GT re-labeling: TP depends on the unity predictions, which makes the loss discontinuous
+  // in the unity parameters (a cell crossing tau changes the targets).
+  auto o = golden_options();
+  o.relabel = ops::relabel_mode::ground_truth;
+  models::saf_head<cpu> head(8, 3, o);
   head.setup(x.shape(), 4);
   load_parameters(head, f);
   head.set_training(false);  // running statistics: the loss is a smooth function of each weight
@@ -151,7 +164,7 @@ TEST_CASE("saf_head: backward adds; finite differences of the Eq. 1 loss", "[saf
         head.visit_parameters("", [&, &n = n, &g = g](const std::string& name, nn::parameter<cpu>& p) {
           if (name != n) return;
           for (int64_t i : {int64_t(0), p.value.numel() / 2, p.value.numel() - 1}) {
-            const float keep = p.value[i], eps = 1e-2f;
+            const float keep = p.value[i], eps = 3e-3f;
             p.value[i] = keep + eps;
             const double up = loss_at();
             p.value[i] = keep - eps;
@@ -222,7 +235,10 @@ TEST_CASE("saf_head: MACs at a paper-like setting vs one 3x3 conv at the finest 
     macs = scope.macs();
   }
   const int64_t conv3 = int64_t(720) * 720 * 9 * 128 * 256;
-  std::printf("saf_head MACs %.3f G; one 3x3 conv D->D at the finest level %.3f G; ratio %.3f\n",
-              macs / 1e9, conv3 / 1e9, double(macs) / double(conv3));
+  const int64_t conv3s = int64_t(64) * 64 * 9 * 128 * 256;
+  std::printf("saf_head MACs %.3f G; one 3x3 conv D->D at the finest level %.3f G (ratio %.3f); "
+              "one 3x3 conv 64->64 %.3f G (ratio %.3f)\n",
+              macs / 1e9, conv3 / 1e9, double(macs) / double(conv3), conv3s / 1e9,
+              double(macs) / double(conv3s));
   CHECK(macs > 0);
 }
