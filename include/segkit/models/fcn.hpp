@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "segkit/models/model.hpp"
+#include "segkit/models/warm_up.hpp"
 #include "segkit/nn/branches.hpp"
 #include "segkit/nn/layers.hpp"
 #include "segkit/nn/sequence.hpp"
@@ -221,7 +222,7 @@ class fcn {
       dfeatures_[2] = tensor_type(features[2]);
     }
     input_shape_ = images;
-    warm_up();
+    cost_ = warm_up_model(*this, images, ce_params_.ignore_index);
     return full;
   }
   const shape& input_shape() const { return input_shape_; }
@@ -296,54 +297,6 @@ class fcn {
     backbone_.set_training(training);
     head_.set_training(training);
     aux_.set_training(training);
-  }
-
-  // One inference forward under the MAC counter (the cost), then one training step on zeros
-  // with every label ignored, so every workspace reaches its final size; parameters' gradients
-  // and buffers (running statistics, counters) are restored afterwards.
-  void warm_up() {
-    std::vector<tensor_type> saved_float, saved_grads;
-    std::vector<tensor<int64_t, device_type>> saved_count;
-    struct save_buffers {
-      std::vector<tensor_type>& floats;
-      std::vector<tensor<int64_t, device_type>>& counts;
-      void operator()(const std::string&, tensor_type& t) const { floats.push_back(t.clone()); }
-      void operator()(const std::string&, tensor<int64_t, device_type>& t) const {
-        counts.push_back(t.clone());
-      }
-    };
-    visit_buffers("", save_buffers{saved_float, saved_count});
-    int64_t parameters = 0;
-    visit_parameters("", [&](const std::string&, nn::parameter<device_type>& p) {
-      saved_grads.push_back(p.grad.clone());
-      parameters += p.value.numel();
-    });
-
-    const tensor_type zeros = tensor_type::zeros(input_shape_);
-    {
-      mac_count_scope scope;
-      forward(zeros);
-      cost_ = model_cost{parameters, scope.macs()};
-    }
-    label_tensor labels(shape{input_shape_[0], input_shape_[2], input_shape_[3]});
-    labels.fill(ce_params_.ignore_index);
-    forward_backward(zeros, labels);
-
-    size_t next_float = 0, next_count = 0, next_grad = 0;
-    struct restore_buffers {
-      std::vector<tensor_type>& floats;
-      std::vector<tensor<int64_t, device_type>>& counts;
-      size_t& next_float;
-      size_t& next_count;
-      void operator()(const std::string&, tensor_type& t) const { copy_into(floats[next_float++], t); }
-      void operator()(const std::string&, tensor<int64_t, device_type>& t) const {
-        copy_into(counts[next_count++], t);
-      }
-    };
-    visit_buffers("", restore_buffers{saved_float, saved_count, next_float, next_count});
-    visit_parameters("", [&](const std::string&, nn::parameter<device_type>& p) {
-      copy_into(saved_grads[next_grad++], p.grad);
-    });
   }
 
   Backbone backbone_;
