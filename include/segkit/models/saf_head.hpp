@@ -1,32 +1,49 @@
 // segkit/models/saf_head.hpp — the Specialize-and-Fuse (SaF) head (METHODS.md §1, paper §3,
-// supplementary §B–D): unity head, semantic head with the coarse-to-fine contextual module,
-// and the Eq. 1 loss with pyramidal ground truth and "done by coarser" re-labeling.
+// supplementary §B–D) and every ablation of the supplementary Table A as a runtime option
+// (models/saf_options.hpp: context, output, relabel, levels / scales; docs/saf_ablations.md).
 // Provides:
-//   models::saf_options       levels (L), D_s, D_u, re-labeling variant, tau, sampling sizes;
-//   models::saf_head<Device>  runtime channels (in, D_s, D_u, classes, L):
-//     setup(feature [N, D, h, w]) plans every buffer (h, w divisible by 2^(L-1));
-//     forward(feature) -> semantic logits Ŷ(l) [N, C, h/2^(L-l), ...] (l = 1..L, coarse first)
-//       and unity logits Û(l) [N, 1, ...] (l < L);
-//     loss(labels at input resolution, finest stride) -> Eq. 1 terms, and the gradients of
-//       every output (call backward next);
+//   models::saf_head<Device>  runtime channels (in, D_s, D_u, classes) and pyramid:
+//     setup(feature [N, D, h, w], finest stride) plans every buffer (h, w divisible by the
+//       coarsest level's scale, 2^(L-1) for consecutive levels);
+//     forward(feature) -> semantic_logits(): the predicted levels, coarse first, the finest last
+//       (output pyramidal / auxiliary: every level, Ŷ(l) [N, C, h / scale_l, ...]; single: the
+//       finest only) and unity_logits() Û(l) [N, 1, ...] for l < L (pyramidal only, else empty);
+//     loss(labels at input resolution, weight) -> the terms, and the gradients of every output;
 //     backward(feature, dfeature*) adds into parameter grads and *dfeature (when not null);
-//     fuse() -> ops::pyramid_fuse (tau) of the last forward: labels, logits, level map.
-// Structure (names are those of tests/reference/gen_saf.py's PyTorch module):
-//   unity.reduce.{conv,bn}   Conv1x1(D -> D_u, no bias) + BN + ReLU
-//   unity.heads.i            Conv(D_u -> 1, kernel = stride = 2^(L-1-i), bias), i = 0..L-2
-//   semantic.input           Conv1x1(D -> D_s, bias): X(L); X(l) = AvgPool_{2^(L-l)}(X(L))
-//   theta(0) = PyramidSampling(X(L)) [N, D_s, 1, S]
-//   semantic.levels.i.{query,key,value}  Conv1x1 (bias) D_s -> D_s; Attention2D scale 1/sqrt(D_s)
-//   semantic.levels.i.agg    F_agg on concat(attention, X(l)) (2 D_s): at l = L a Conv1x1
-//     (bias) to D_s; at l < L a residual block: conv1.{conv,bn} 3x3-BN-ReLU, conv2.{conv,bn}
-//     3x3-BN-ReLU, plus skip = Conv1x1 (no bias) of the block input; output = conv2 + skip
-//     (no ReLU after the sum: METHODS.md leaves it open)
-//   semantic.levels.i.cls.{conv1,bn,conv2}  Conv1x1(D_s->D_s, no bias)-BN-ReLU-Conv1x1(->C, bias)
-//   semantic.update.i        F_upd: Conv1x1 (bias) 2 D_s -> D_s on concat(PS(X'(l)), theta(l-1))
+//     fuse() -> fused_logits() [N, C, h, w], fused_labels(), level_map() (uint8, 1-based):
+//       pyramidal = ops::pyramid_fuse (tau); single / auxiliary = the finest level's logits
+//       and argmax, level map = L everywhere.
+// Structure (names are those of tests/reference/gen_saf*.py's PyTorch modules):
+//   unity.reduce.{conv,bn}   Conv1x1(D -> D_u, no bias) + BN + ReLU              (pyramidal)
+//   unity.heads.i            Conv(D_u -> 1, kernel = stride = scale_i, bias), i = 0..L-2
+//   semantic.input           Conv1x1(D -> D_s, bias): X(L)
+//   semantic.anl.*           context anl: APNB (models/saf_anl.hpp) on X(L); B := APNB(X(L)),
+//                            otherwise B := X(L). X(l) = AvgPool_{scale_l}(B) for l < L.
+//   semantic.levels.i.anl.*  context anl_multi: X'(l) = APNB_l(X(l))
+//   context none / anl:      X'(l) = X(l)
+//   context coarse_to_fine:  theta(0) = PyramidSampling(X(L)) [N, D_s, 1, S]
+//     semantic.levels.i.{query,key,value}  Conv1x1 (bias) D_s -> D_s; Attention2D 1/sqrt(D_s)
+//     semantic.levels.i.agg  F_agg on concat(attention, X(l)) (2 D_s): at l = L a Conv1x1
+//       (bias) to D_s; at l < L a residual block: conv1.{conv,bn} 3x3-BN-ReLU, conv2.{conv,bn}
+//       3x3-BN-ReLU, plus skip = Conv1x1 (no bias) of the block input; output = conv2 + skip
+//       (no ReLU after the sum: METHODS.md leaves it open)
+//     semantic.update.i      F_upd: Conv1x1 (bias) 2 D_s -> D_s on concat(PS(X'(l)), theta(l-1))
+//   semantic.levels.i.cls.{conv1,bn,conv2}  final projection of X'(l): Conv1x1(D_s->D_s, no
+//     bias)-BN-ReLU-Conv1x1(->C, bias), for the predicted levels only.
+// Loss (the targets come from ops::pyramid_ground_truth on the chain of consecutive levels
+//   spanning the pyramid; with non-consecutive scales (K) the chain's extra levels get U =
+//   ignore before re-labeling, so they are never true positives, and only the pyramid's levels
+//   enter the loss):
+//   pyramidal: "ce" = 1/L sum CE(l), "bce" = 1/(L-1) sum BCE(l) after re-labeling (relabel);
+//   single:    "ce" = CE(finest, Y(L));
+//   auxiliary: "ce" = CE(finest), "aux" = 1/(L-1) sum_{l<L} CE(l) on the raw pyramidal ground
+//              truth, total = ce + aux_weight aux.
+//   Each CE / BCE is a mean over its non-ignored cells (0 when none). Terms are unweighted;
+//   the gradients are scaled by `weight`.
 // Guarantees: forward/backward/loss allocate nothing after setup (op workspaces once grown);
-//   backward ADDS. Loss terms: "ce" = 1/L sum CE(l), "bce" = 1/(L-1) sum BCE(l), each a mean over
-//   its non-ignored cells (0 when none), total = ce + bce (mode `full`).
+//   backward ADDS.
 #pragma once
+#include "segkit/models/saf_anl.hpp"
 #include "segkit/models/saf_parts.hpp"
 
 namespace segkit::models {
@@ -39,216 +56,218 @@ class saf_head {
 
   saf_head(int in_channels, int num_classes, saf_options options = {})
       : opt_(options), in_(in_channels), classes_(num_classes) {
-    require<value_error>(in_channels >= 1 && num_classes >= 1 && opt_.semantic_channels >= 1 &&
-                             opt_.unity_channels >= 1,
-                         "saf_head: in_channels ", in_channels, ", num_classes ", num_classes,
-                         ", D_s ", opt_.semantic_channels, ", D_u ", opt_.unity_channels,
-                         "; expected each >= 1");
-    require<value_error>(opt_.levels >= 2 && opt_.levels <= ops::max_pyramid_levels,
-                         "saf_head: levels = ", opt_.levels, ", expected 2 to ",
-                         ops::max_pyramid_levels);
-    require<value_error>(opt_.tau > 0.f && opt_.tau < 1.f, "saf_head: tau = ", opt_.tau,
-                         ", expected a value in (0, 1)");
-    const int ds = opt_.semantic_channels, nl = opt_.levels;
-    reduce_.init(in_channels, opt_.unity_channels, 1);
-    unity_heads_.resize(size_t(nl - 1));
-    for (int i = 0; i + 1 < nl; ++i) {
-      const int k = 1 << (nl - 1 - i);
-      unity_heads_[size_t(i)].init(opt_.unity_channels, 1, k, k, 0, true);
+    require<value_error>(in_channels >= 1 && num_classes >= 1, "saf_head: in_channels ",
+                         in_channels, ", num_classes ", num_classes, "; expected each >= 1");
+    validate(opt_);
+    scales_ = saf_level_scales(opt_);
+    nl_ = int(scales_.size());
+    chain_ = 1;
+    while ((int64_t(1) << (chain_ - 1)) < scales_[0]) ++chain_;
+    pyramidal_ = opt_.output == saf_output::pyramidal;
+    c2f_ = opt_.context == saf_context::coarse_to_fine;
+    const int ds = opt_.semantic_channels;
+    if (pyramidal_) {
+      reduce_.init(in_channels, opt_.unity_channels, 1);
+      unity_heads_.resize(size_t(nl_ - 1));
+      for (int i = 0; i + 1 < nl_; ++i) {
+        const int k = int(scales_[size_t(i)]);
+        unity_heads_[size_t(i)].init(opt_.unity_channels, 1, k, k, 0, true);
+      }
     }
     input_.init(in_channels, ds, 1, 1, 0, true);
-    levels_.resize(size_t(nl));
-    for (int i = 0; i < nl; ++i) {
+    const int kc = saf_anl_key_channels(opt_), vc = saf_anl_value_channels(opt_);
+    if (opt_.context == saf_context::anl) anl_.init(ds, kc, vc, opt_.sampling_sizes);
+    levels_.resize(size_t(nl_));
+    for (int i = 0; i < nl_; ++i) {
       level& lv = levels_[size_t(i)];
-      lv.last = i + 1 == nl;
-      lv.q.init(ds, ds, 1, 1, 0, true);
-      lv.k.init(ds, ds, 1, 1, 0, true);
-      lv.v.init(ds, ds, 1, 1, 0, true);
-      if (lv.last) {
-        lv.agg.init(2 * ds, ds, 1, 1, 0, true);
-      } else {
-        lv.block1.init(2 * ds, ds, 3);
-        lv.block2.init(ds, ds, 3);
-        lv.agg.init(2 * ds, ds, 1, 1, 0, false);  // the projection skip
-        lv.update.init(2 * ds, ds, 1, 1, 0, true);
+      lv.last = i + 1 == nl_;
+      lv.predicted = lv.last || opt_.output != saf_output::single;
+      lv.computed = lv.predicted || c2f_;
+      if (!lv.computed) continue;
+      if (opt_.context == saf_context::anl_multi) lv.anl.init(ds, kc, vc, opt_.sampling_sizes);
+      if (c2f_) {
+        lv.q.init(ds, ds, 1, 1, 0, true);
+        lv.k.init(ds, ds, 1, 1, 0, true);
+        lv.v.init(ds, ds, 1, 1, 0, true);
+        if (lv.last) {
+          lv.agg.init(2 * ds, ds, 1, 1, 0, true);
+        } else {
+          lv.block1.init(2 * ds, ds, 3);
+          lv.block2.init(ds, ds, 3);
+          lv.agg.init(2 * ds, ds, 1, 1, 0, false);  // the projection skip
+          lv.update.init(2 * ds, ds, 1, 1, 0, true);
+        }
       }
-      lv.cls1.init(ds, ds, 1);
-      lv.cls2.init(ds, num_classes, 1, 1, 0, true);
+      if (lv.predicted) {
+        lv.cls1.init(ds, ds, 1);
+        lv.cls2.init(ds, num_classes, 1, 1, 0, true);
+      }
     }
     attn_.heads = 1;
     attn_.scale = 1.f / std::sqrt(float(ds));
     ps_.sizes = opt_.sampling_sizes;
   }
 
-  int levels() const { return opt_.levels; }
+  int levels() const { return nl_; }
+  const std::vector<int64_t>& scales() const { return scales_; }
   int num_classes() const { return classes_; }
   const saf_options& options() const { return opt_; }
 
-  // feature [N, D, h, w], h and w divisible by 2^(L-1). Plans the outputs and, for a label map
-  // [N, h * finest_stride, w * finest_stride], the pyramidal ground truth of loss().
+  // feature [N, D, h, w], h and w divisible by the coarsest scale. Plans the outputs and, for a
+  // label map [N, h * finest_stride, w * finest_stride], the pyramidal ground truth of loss().
   void setup(const shape& feature, int64_t finest_stride = 4) {
-    const int nl = opt_.levels, ds = opt_.semantic_channels;
-    const int64_t coarse = int64_t(1) << (nl - 1);
+    const int ds = opt_.semantic_channels;
+    const int64_t coarse = scales_[0];
     require<shape_error>(feature.rank() == 4 && feature[1] == in_ && feature[2] % coarse == 0 &&
                              feature[3] % coarse == 0 && feature[2] > 0 && feature[3] > 0,
                          "saf_head setup: feature of shape ", feature.to_string(), " is not [N, ",
-                         in_, ", h, w] with h and w positive multiples of 2^(L-1) = ", coarse);
+                         in_, ", h, w] with h and w positive multiples of the coarsest scale ",
+                         coarse);
     feature_shape_ = feature;
     const shape xl = input_.setup(feature);
     dxl_ = T(xl);
-    const shape r = reduce_.setup(feature);
-    dr_ = T(r);
-    unity_.assign(size_t(nl - 1), T());
-    dunity_.assign(size_t(nl - 1), T());
-    for (int i = 0; i + 1 < nl; ++i) {
-      unity_[size_t(i)] = T(unity_heads_[size_t(i)].setup(r));
-      dunity_[size_t(i)] = T(unity_[size_t(i)].shape());
+    if (opt_.context == saf_context::anl) {
+      anl_.setup(xl);
+      base_ = anl_.y();
+      dbase_ = T(xl);
+    } else {
+      base_ = input_.y;
+      dbase_ = dxl_;
+    }
+    unity_.assign(size_t(pyramidal_ ? nl_ - 1 : 0), T());
+    dunity_.assign(unity_.size(), T());
+    if (pyramidal_) {
+      const shape r = reduce_.setup(feature);
+      dr_ = T(r);
+      for (int i = 0; i + 1 < nl_; ++i) {
+        unity_[size_t(i)] = T(unity_heads_[size_t(i)].setup(r));
+        dunity_[size_t(i)] = T(unity_[size_t(i)].shape());
+      }
     }
     const shape ps3 = ops::pyramid_sampling_output_shape(ps_, xl);
-    const int64_t s = ps3[2];
-    const shape theta4{feature[0], ds, 1, s};
-    theta0_ = T(ps3);
-    dtheta0_ = T(ps3);
-    semantic_.assign(size_t(nl), T());
-    dsemantic_.assign(size_t(nl), T());
-    for (int i = 0; i < nl; ++i) {
+    const shape theta4{feature[0], ds, 1, ps3[2]};
+    if (c2f_) {
+      theta0_ = T(ps3);
+      dtheta0_ = T(ps3);
+    }
+    semantic_.clear();
+    dsemantic_.clear();
+    for (int i = 0; i < nl_; ++i) {
       level& lv = levels_[size_t(i)];
-      const int64_t f = int64_t(1) << (nl - 1 - i);
+      if (!lv.computed) continue;
+      const int64_t f = scales_[size_t(i)];
       const shape xs{feature[0], ds, feature[2] / f, feature[3] / f};
       lv.pool.kernel_h = lv.pool.kernel_w = lv.pool.stride_h = lv.pool.stride_w = f;
-      lv.x = lv.last ? input_.y : T(xs);
-      lv.dx = lv.last ? dxl_ : T(xs);
-      lv.theta = i == 0 ? theta0_.view(theta4) : T(theta4);
-      lv.dtheta = i == 0 ? dtheta0_.view(theta4) : T(theta4);
-      lv.q.setup(xs);
-      lv.k.setup(theta4);
-      lv.v.setup(theta4);
-      lv.o = T(xs);
-      lv.d_o = T(xs);
-      lv.dq = T(xs);
-      lv.dk = T(theta4);
-      lv.dv = T(theta4);
-      lv.lse = T(ops::attention2d_lse_shape(attn_, xs, theta4, theta4));
-      const shape cs = xs.with(1, 2 * ds);
-      lv.c = T(cs);
-      lv.dc = T(cs);
-      if (lv.last) {
-        lv.agg.setup(cs);
-        lv.xp = lv.agg.y;
+      lv.x = lv.last ? base_ : T(xs);
+      lv.dx = lv.last ? dbase_ : T(xs);
+      if (opt_.context == saf_context::anl_multi) {
+        lv.anl.setup(xs);
+        lv.xp = lv.anl.y();
+        lv.dxp = T(xs);
+      } else if (c2f_) {
+        setup_c2f(lv, i, xs, ps3, theta4);
       } else {
-        lv.block2.setup(lv.block1.setup(cs));
-        lv.dmid = T(xs);
-        lv.agg.setup(cs);
-        lv.xp = T(xs);
+        lv.xp = lv.x;  // X'(l) = X(l): their gradients are one buffer
+        lv.dxp = lv.dx;
       }
-      lv.dxp = T(xs);
-      lv.dh = T(lv.cls1.setup(xs));
-      semantic_[size_t(i)] = T(lv.cls2.setup(xs));
-      dsemantic_[size_t(i)] = T(semantic_[size_t(i)].shape());
-      if (!lv.last) {
-        lv.psx = T(ps3);
-        lv.dpsx = T(ps3);
-        lv.cat2 = T(theta4.with(1, 2 * ds));
-        lv.dcat2 = T(lv.cat2.shape());
-        lv.update.setup(lv.cat2.shape());
+      if (lv.predicted) {
+        lv.dh = T(lv.cls1.setup(xs));
+        lv.out = semantic_.size();
+        semantic_.push_back(T(lv.cls2.setup(xs)));
+        dsemantic_.push_back(T(semantic_.back().shape()));
       }
     }
-    for (int i = 0; i + 1 < nl; ++i) levels_[size_t(i + 1)].theta = levels_[size_t(i)].update.y;
-    // ground truth at the label map's size
-    gt_.levels = nl;
-    gt_.finest_stride = finest_stride;
-    gt_.ignore_index = opt_.ignore_index;
-    const shape labels{feature[0], feature[2] * finest_stride, feature[3] * finest_stride};
-    gt_semantic_.assign(size_t(nl), L());
-    gt_unity_.assign(size_t(nl - 1), L());
-    for (int i = 0; i < nl; ++i) {
-      gt_semantic_[size_t(i)] = L(ops::pyramid_semantic_shape(gt_, labels, i));
-      if (i + 1 < nl) gt_unity_[size_t(i)] = L(ops::pyramid_unity_shape(gt_, labels, i));
+    if (c2f_)
+      for (int i = 0; i + 1 < nl_; ++i) levels_[size_t(i + 1)].theta = levels_[size_t(i)].update.y;
+    setup_targets(feature, finest_stride);
+    if (pyramidal_) {
+      const auto g = ops::make_pyramid_fuse_geometry(ops::detail::shapes_of(semantic_),
+                                                     ops::detail::shapes_of(unity_));
+      fused_labels_ = L(ops::pyramid_fuse_labels_shape(g));
+      fused_logits_ = T(ops::pyramid_fuse_logits_shape(g));
+      level_map_ = tensor<uint8_t, Device>(ops::pyramid_fuse_labels_shape(g));
+    } else {
+      // argmax of the finest level through the fuser: a 2x coarser dummy level that never
+      // answers (unity logit -1e30 < logit(tau)); the level map is constant.
+      const shape& fine = semantic_.back().shape();
+      const shape half{fine[0], fine[1], fine[2] / 2, fine[3] / 2};
+      argmax_in_ = {T::zeros(half), semantic_.back()};
+      argmax_unity_ = {T(half.with(1, 1))};
+      argmax_unity_[0].fill(-1e30f);
+      fused_labels_ = L(shape{fine[0], fine[2], fine[3]});
+      fused_logits_ = semantic_.back();
+      level_map_ = tensor<uint8_t, Device>(fused_labels_.shape());
+      argmax_levels_ = tensor<uint8_t, Device>(fused_labels_.shape());
+      level_map_.fill(uint8_t(nl_));
     }
-    ce_state_.assign(size_t(nl), train::loss_state<Device>());
-    bce_state_.assign(size_t(nl - 1), train::loss_state<Device>());
-    const auto g = ops::make_pyramid_fuse_geometry(ops::detail::shapes_of(semantic_),
-                                                   ops::detail::shapes_of(unity_));
-    fused_labels_ = L(ops::pyramid_fuse_labels_shape(g));
-    fused_logits_ = T(ops::pyramid_fuse_logits_shape(g));
-    level_map_ = tensor<uint8_t, Device>(ops::pyramid_fuse_labels_shape(g));
   }
   const shape& feature_shape() const { return feature_shape_; }
 
-  // Runs both heads; results in semantic_logits() (coarse first) and unity_logits().
+  // Runs the heads; results in semantic_logits() (coarse first) and unity_logits().
   void forward(const T& x) {
-    const int nl = opt_.levels;
     const T& xl = input_.forward(x);
-    for (int i = 0; i + 1 < nl; ++i) ops::avg_pool2d_forward(levels_[size_t(i)].pool, xl, levels_[size_t(i)].x);
-    ops::pyramid_sampling_forward(ps_, xl, theta0_);
-    for (int i = 0; i < nl; ++i) {
-      level& lv = levels_[size_t(i)];
-      ops::attention2d_forward(attn_, lv.q.forward(lv.x), lv.k.forward(lv.theta),
-                               lv.v.forward(lv.theta), lv.o, lv.lse);
-      pair_[0] = lv.o;
-      pair_[1] = lv.x;
-      ops::concat<Device>({1}, pair_, lv.c);
-      if (lv.last) {
-        lv.agg.forward(lv.c);
-      } else {
-        lv.block2.forward(lv.block1.forward(lv.c));
-        ops::add<Device>(lv.block2.y, lv.agg.forward(lv.c), lv.xp);
-      }
-      ops::conv2d_forward(lv.cls2.p, lv.cls1.forward(lv.xp), lv.cls2.weight.value,
-                          &lv.cls2.bias.value, semantic_[size_t(i)]);
-      if (!lv.last) {
-        ops::pyramid_sampling_forward(ps_, lv.xp, lv.psx);
-        pair_[0] = lv.psx.view(lv.theta.shape());
-        pair_[1] = lv.theta;
-        ops::concat<Device>({1}, pair_, lv.cat2);
-        lv.update.forward(lv.cat2);
-      }
+    if (opt_.context == saf_context::anl) anl_.forward(xl);
+    for (auto& lv : levels_)
+      if (lv.computed && !lv.last) ops::avg_pool2d_forward(lv.pool, base_, lv.x);
+    if (c2f_) ops::pyramid_sampling_forward(ps_, base_, theta0_);
+    for (auto& lv : levels_) {
+      if (!lv.computed) continue;
+      if (opt_.context == saf_context::anl_multi) lv.anl.forward(lv.x);
+      if (c2f_) forward_c2f(lv);
+      if (lv.predicted)
+        ops::conv2d_forward(lv.cls2.p, lv.cls1.forward(lv.xp), lv.cls2.weight.value,
+                            &lv.cls2.bias.value, semantic_[lv.out]);
     }
+    if (!pyramidal_) return;
     const T& r = reduce_.forward(x);
-    for (int i = 0; i + 1 < nl; ++i)
+    for (int i = 0; i + 1 < nl_; ++i)
       ops::conv2d_forward(unity_heads_[size_t(i)].p, r, unity_heads_[size_t(i)].weight.value,
                           &unity_heads_[size_t(i)].bias.value, unity_[size_t(i)]);
   }
   const std::vector<T>& semantic_logits() const { return semantic_; }
   const std::vector<T>& unity_logits() const { return unity_; }
 
-  // Eq. 1 on the last forward: pyramidal ground truth of `labels` ([N, h s_L, w s_L]),
-  // re-labeling (options().relabel), the terms, and the output gradients (scaled by `weight`)
-  // written into the buffers backward() reads. Returns the unweighted terms ("ce", "bce").
+  // The loss of the output mode (see the header comment) on the last forward, for `labels`
+  // [N, h s_L, w s_L]; writes the output gradients (scaled by `weight`) that backward() reads.
   loss_terms loss(const L& labels, float weight = 1.f) {
-    const int nl = opt_.levels;
-    ops::pyramid_ground_truth(gt_, labels, gt_semantic_, gt_unity_);
-    ops::pyramid_relabel_params rp;
-    rp.mode = opt_.relabel;
-    rp.ignore_index = opt_.ignore_index;
-    rp.threshold = opt_.tau;
-    ops::pyramid_relabel(rp, gt_semantic_, gt_unity_, &unity_);
-    train::cross_entropy_params cp;
-    cp.ignore_index = opt_.ignore_index;
-    train::bce_params bp;
-    bp.ignore_index = opt_.ignore_index;
-    double ce = 0, bce = 0;
-    for (int i = 0; i < nl; ++i) {
-      ce += train::cross_entropy_forward(cp, semantic_[size_t(i)], gt_semantic_[size_t(i)],
-                                         ce_state_[size_t(i)]);
-      dsemantic_[size_t(i)].zero();
-      train::cross_entropy_backward(cp, semantic_[size_t(i)], gt_semantic_[size_t(i)],
-                                    ce_state_[size_t(i)], weight / float(nl), dsemantic_[size_t(i)]);
-    }
-    for (int i = 0; i + 1 < nl; ++i) {
-      bce += train::bce_with_logits_forward(bp, unity_[size_t(i)], gt_unity_[size_t(i)],
-                                            bce_state_[size_t(i)]);
-      dunity_[size_t(i)].zero();
-      train::bce_with_logits_backward(bp, unity_[size_t(i)], gt_unity_[size_t(i)],
-                                      bce_state_[size_t(i)], weight / float(nl - 1),
-                                      dunity_[size_t(i)]);
-    }
+    ops::pyramid_ground_truth(gt_, labels, chain_semantic_, chain_unity_);
     loss_terms out;
-    out.terms = {{"ce", ce / nl}, {"bce", bce / (nl - 1)}};
-    out.total = ce / nl + bce / (nl - 1);
+    if (opt_.output == saf_output::pyramidal) {
+      for (int c : missing_) chain_unity_[size_t(c)].fill(opt_.ignore_index);
+      ops::pyramid_relabel_params rp;
+      rp.mode = opt_.relabel;
+      rp.ignore_index = opt_.ignore_index;
+      rp.threshold = opt_.tau;
+      ops::pyramid_relabel(rp, chain_semantic_, chain_unity_, &chain_predicted_);
+      double ce = 0, bce = 0;
+      for (int i = 0; i < nl_; ++i) ce += cross_entropy(i, weight / float(nl_));
+      for (int i = 0; i + 1 < nl_; ++i) {
+        bce += train::bce_with_logits_forward(bce_params(), unity_[size_t(i)],
+                                              gt_unity_[size_t(i)], bce_state_[size_t(i)]);
+        dunity_[size_t(i)].zero();
+        train::bce_with_logits_backward(bce_params(), unity_[size_t(i)], gt_unity_[size_t(i)],
+                                        bce_state_[size_t(i)], weight / float(nl_ - 1),
+                                        dunity_[size_t(i)]);
+      }
+      out.terms = {{"ce", ce / nl_}, {"bce", bce / (nl_ - 1)}};
+      out.total = ce / nl_ + bce / (nl_ - 1);
+    } else if (opt_.output == saf_output::single) {
+      const double ce = cross_entropy(nl_ - 1, weight);
+      out.terms = {{"ce", ce}};
+      out.total = ce;
+    } else {
+      const double ce = cross_entropy(nl_ - 1, weight);
+      double aux = 0;
+      for (int i = 0; i + 1 < nl_; ++i)
+        aux += cross_entropy(i, weight * opt_.aux_weight / float(nl_ - 1));
+      aux /= nl_ - 1;
+      out.terms = {{"ce", ce}, {"aux", aux}};
+      out.total = ce + opt_.aux_weight * aux;
+    }
     return out;
   }
-  // The targets the last loss() used (after re-labeling).
+  // The targets the last loss() used (after re-labeling), one per level of the pyramid
+  // (semantic: L maps; unity: L - 1 maps, their values meaningful in mode pyramidal only).
   const std::vector<L>& semantic_targets() const { return gt_semantic_; }
   const std::vector<L>& unity_targets() const { return gt_unity_; }
   // Output gradients backward() uses (loss() writes them; tests may set them).
@@ -257,64 +276,50 @@ class saf_head {
 
   // Adds into parameter gradients and into *dfeature (when not null).
   void backward(const T& x, T* dfeature) {
-    const int nl = opt_.levels;
     for (auto& lv : levels_) {
+      if (!lv.computed) continue;
       lv.dx.zero();
-      lv.dtheta.zero();
+      if (c2f_) lv.dtheta.zero();
     }
-    for (int i = nl - 1; i >= 0; --i) {
+    for (int i = nl_ - 1; i >= 0; --i) {
       level& lv = levels_[size_t(i)];
-      lv.dxp.zero();
-      if (!lv.last) {
-        lv.dcat2.zero();
-        lv.update.backward(lv.cat2, levels_[size_t(i + 1)].dtheta, &lv.dcat2);
-        lv.dpsx.zero();
-        T dpsx4 = lv.dpsx.view(lv.theta.shape());
-        grads_[0] = &dpsx4;
-        grads_[1] = &lv.dtheta;
-        ops::concat_backward<Device>({1}, lv.dcat2, grads_);
-        ops::pyramid_sampling_backward(ps_, lv.dpsx, lv.dxp);
+      if (!lv.computed) continue;
+      const bool aliased = opt_.context == saf_context::none || opt_.context == saf_context::anl;
+      if (!aliased) lv.dxp.zero();
+      if (c2f_ && !lv.last) backward_update(lv, levels_[size_t(i + 1)].dtheta);
+      if (lv.predicted) {
+        lv.dh.zero();
+        lv.cls2.backward(lv.cls1.y, dsemantic_[lv.out], &lv.dh);
+        lv.cls1.backward(lv.xp, lv.dh, &lv.dxp);
       }
-      lv.dh.zero();
-      lv.cls2.backward(lv.cls1.y, dsemantic_[size_t(i)], &lv.dh);
-      lv.cls1.backward(lv.xp, lv.dh, &lv.dxp);
-      lv.dc.zero();
-      if (lv.last) {
-        lv.agg.backward(lv.c, lv.dxp, &lv.dc);
-      } else {
-        lv.agg.backward(lv.c, lv.dxp, &lv.dc);
-        lv.dmid.zero();
-        lv.block2.backward(lv.block1.y, lv.dxp, &lv.dmid);
-        lv.block1.backward(lv.c, lv.dmid, &lv.dc);
-      }
-      lv.d_o.zero();
-      grads_[0] = &lv.d_o;
-      grads_[1] = &lv.dx;
-      ops::concat_backward<Device>({1}, lv.dc, grads_);
-      lv.dq.zero();
-      lv.dk.zero();
-      lv.dv.zero();
-      ops::attention2d_backward(attn_, lv.q.y, lv.k.y, lv.v.y, lv.o, lv.lse, lv.d_o, &lv.dq, &lv.dk,
-                                &lv.dv);
-      lv.q.backward(lv.x, lv.dq, &lv.dx);
-      lv.k.backward(lv.theta, lv.dk, &lv.dtheta);
-      lv.v.backward(lv.theta, lv.dv, &lv.dtheta);
+      if (opt_.context == saf_context::anl_multi) lv.anl.backward(lv.x, lv.dxp, lv.dx);
+      if (c2f_) backward_c2f(lv);
     }
-    for (int i = 0; i + 1 < nl; ++i)
-      ops::avg_pool2d_backward(levels_[size_t(i)].pool, levels_[size_t(i)].dx, dxl_);
-    ops::pyramid_sampling_backward(ps_, dtheta0_, dxl_);
+    for (auto& lv : levels_)
+      if (lv.computed && !lv.last) ops::avg_pool2d_backward(lv.pool, lv.dx, dbase_);
+    if (c2f_) ops::pyramid_sampling_backward(ps_, dtheta0_, dbase_);
+    if (opt_.context == saf_context::anl) {
+      dxl_.zero();
+      anl_.backward(input_.y, dbase_, dxl_);
+    }
     input_.backward(x, dxl_, dfeature);
+    if (!pyramidal_) return;
     dr_.zero();
-    for (int i = 0; i + 1 < nl; ++i)
+    for (int i = 0; i + 1 < nl_; ++i)
       unity_heads_[size_t(i)].backward(reduce_.y, dunity_[size_t(i)], &dr_);
     reduce_.backward(x, dr_, dfeature);
   }
 
-  // The fuser (Eq. 2, tau) on the last forward.
+  // The fuser (Eq. 2, tau) on the last forward; single / auxiliary: the finest level.
   void fuse() {
     ops::pyramid_fuse_params fp;
     fp.threshold = opt_.tau;
-    ops::pyramid_fuse(fp, semantic_, unity_, fused_labels_, &fused_logits_, level_map_);
+    if (pyramidal_) {
+      ops::pyramid_fuse(fp, semantic_, unity_, fused_labels_, &fused_logits_, level_map_);
+    } else {
+      argmax_in_[1] = semantic_.back();
+      ops::pyramid_fuse(fp, argmax_in_, argmax_unity_, fused_labels_, nullptr, argmax_levels_);
+    }
   }
   const L& fused_labels() const { return fused_labels_; }
   const T& fused_logits() const { return fused_logits_; }
@@ -322,98 +327,269 @@ class saf_head {
 
   void set_training(bool training) {
     reduce_.bn.training = training;
+    anl_.set_training(training);
     for (auto& lv : levels_) {
       lv.cls1.bn.training = training;
       lv.block1.bn.training = training;
       lv.block2.bn.training = training;
+      lv.anl.set_training(training);
     }
   }
   void initialize(std::mt19937_64& rng) {
-    reduce_.initialize(rng);
-    for (auto& u : unity_heads_) u.initialize(rng);
+    if (pyramidal_) {
+      reduce_.initialize(rng);
+      for (auto& u : unity_heads_) u.initialize(rng);
+    }
     input_.initialize(rng);
+    if (opt_.context == saf_context::anl) anl_.initialize(rng);
     for (auto& lv : levels_) {
-      lv.q.initialize(rng);
-      lv.k.initialize(rng);
-      lv.v.initialize(rng);
-      if (!lv.last) {
-        lv.block1.initialize(rng);
-        lv.block2.initialize(rng);
-        lv.update.initialize(rng);
+      if (!lv.computed) continue;
+      if (opt_.context == saf_context::anl_multi) lv.anl.initialize(rng);
+      if (c2f_) {
+        lv.q.initialize(rng);
+        lv.k.initialize(rng);
+        lv.v.initialize(rng);
+        if (!lv.last) {
+          lv.block1.initialize(rng);
+          lv.block2.initialize(rng);
+          lv.update.initialize(rng);
+        }
+        lv.agg.initialize(rng);
       }
-      lv.agg.initialize(rng);
-      lv.cls1.initialize(rng);
-      lv.cls2.initialize(rng);
+      if (lv.predicted) {
+        lv.cls1.initialize(rng);
+        lv.cls2.initialize(rng);
+      }
     }
   }
   template <class V>
   void visit_parameters(const std::string& prefix, V&& v) {
     const std::string u = nn::join_name(prefix, "unity"), s = nn::join_name(prefix, "semantic");
-    reduce_.visit_parameters(u + ".reduce.conv", u + ".reduce.bn", v);
-    for (size_t i = 0; i < unity_heads_.size(); ++i)
-      unity_heads_[i].visit(u + ".heads." + std::to_string(i), v);
+    if (pyramidal_) {
+      reduce_.visit_parameters(u + ".reduce.conv", u + ".reduce.bn", v);
+      for (size_t i = 0; i < unity_heads_.size(); ++i)
+        unity_heads_[i].visit(u + ".heads." + std::to_string(i), v);
+    }
     input_.visit(s + ".input", v);
+    if (opt_.context == saf_context::anl) anl_.visit_parameters(s + ".anl", v);
     for (size_t i = 0; i < levels_.size(); ++i) {
       level& lv = levels_[i];
+      if (!lv.computed) continue;
       const std::string p = s + ".levels." + std::to_string(i);
-      lv.q.visit(p + ".query", v);
-      lv.k.visit(p + ".key", v);
-      lv.v.visit(p + ".value", v);
-      if (lv.last) {
-        lv.agg.visit(p + ".agg", v);
-      } else {
-        lv.block1.visit_parameters(p + ".agg.conv1.conv", p + ".agg.conv1.bn", v);
-        lv.block2.visit_parameters(p + ".agg.conv2.conv", p + ".agg.conv2.bn", v);
-        lv.agg.visit(p + ".agg.skip", v);
+      if (opt_.context == saf_context::anl_multi) lv.anl.visit_parameters(p + ".anl", v);
+      if (c2f_) {
+        lv.q.visit(p + ".query", v);
+        lv.k.visit(p + ".key", v);
+        lv.v.visit(p + ".value", v);
+        if (lv.last) {
+          lv.agg.visit(p + ".agg", v);
+        } else {
+          lv.block1.visit_parameters(p + ".agg.conv1.conv", p + ".agg.conv1.bn", v);
+          lv.block2.visit_parameters(p + ".agg.conv2.conv", p + ".agg.conv2.bn", v);
+          lv.agg.visit(p + ".agg.skip", v);
+        }
       }
-      lv.cls1.visit_parameters(p + ".cls.conv1", p + ".cls.bn", v);
-      lv.cls2.visit(p + ".cls.conv2", v);
-      if (!lv.last) lv.update.visit(s + ".update." + std::to_string(i), v);
+      if (lv.predicted) {
+        lv.cls1.visit_parameters(p + ".cls.conv1", p + ".cls.bn", v);
+        lv.cls2.visit(p + ".cls.conv2", v);
+      }
+      if (c2f_ && !lv.last) lv.update.visit(s + ".update." + std::to_string(i), v);
     }
   }
   template <class V>
   void visit_buffers(const std::string& prefix, V&& v) {
     const std::string u = nn::join_name(prefix, "unity"), s = nn::join_name(prefix, "semantic");
-    reduce_.visit_buffers(u + ".reduce.bn", v);
+    if (pyramidal_) reduce_.visit_buffers(u + ".reduce.bn", v);
+    if (opt_.context == saf_context::anl) anl_.visit_buffers(s + ".anl", v);
     for (size_t i = 0; i < levels_.size(); ++i) {
       level& lv = levels_[i];
+      if (!lv.computed) continue;
       const std::string p = s + ".levels." + std::to_string(i);
-      if (!lv.last) {
+      if (opt_.context == saf_context::anl_multi) lv.anl.visit_buffers(p + ".anl", v);
+      if (c2f_ && !lv.last) {
         lv.block1.visit_buffers(p + ".agg.conv1.bn", v);
         lv.block2.visit_buffers(p + ".agg.conv2.bn", v);
       }
-      lv.cls1.visit_buffers(p + ".cls.bn", v);
+      if (lv.predicted) lv.cls1.visit_buffers(p + ".cls.bn", v);
     }
   }
 
  private:
   struct level {
-    bool last = false;
+    bool last = false, predicted = false, computed = false;
+    size_t out = 0;  // index into semantic_ (predicted levels)
     ops::pool2d_params pool{};
     saf_parts::conv_unit<Device> q, k, v, agg, update, cls2;
     saf_parts::cbr_unit<Device> block1, block2, cls1;
+    saf_parts::apnb_block<Device> anl;
     T x, dx, theta, dtheta, o, d_o, dq, dk, dv, lse, c, dc, dmid, xp, dxp, dh, psx, dpsx, cat2,
         dcat2;
   };
 
+  // The coarse-to-fine contextual module of level i (buffers; theta is linked after the loop).
+  void setup_c2f(level& lv, int i, const shape& xs, const shape& ps3, const shape& theta4) {
+    lv.theta = i == 0 ? theta0_.view(theta4) : T(theta4);
+    lv.dtheta = i == 0 ? dtheta0_.view(theta4) : T(theta4);
+    lv.q.setup(xs);
+    lv.k.setup(theta4);
+    lv.v.setup(theta4);
+    lv.o = T(xs);
+    lv.d_o = T(xs);
+    lv.dq = T(xs);
+    lv.dk = T(theta4);
+    lv.dv = T(theta4);
+    lv.lse = T(ops::attention2d_lse_shape(attn_, xs, theta4, theta4));
+    const shape cs = xs.with(1, 2 * opt_.semantic_channels);
+    lv.c = T(cs);
+    lv.dc = T(cs);
+    if (lv.last) {
+      lv.agg.setup(cs);
+      lv.xp = lv.agg.y;
+    } else {
+      lv.block2.setup(lv.block1.setup(cs));
+      lv.dmid = T(xs);
+      lv.agg.setup(cs);
+      lv.xp = T(xs);
+    }
+    lv.dxp = T(xs);
+    if (!lv.last) {
+      lv.psx = T(ps3);
+      lv.dpsx = T(ps3);
+      lv.cat2 = T(theta4.with(1, 2 * opt_.semantic_channels));
+      lv.dcat2 = T(lv.cat2.shape());
+      lv.update.setup(lv.cat2.shape());
+    }
+  }
+  void forward_c2f(level& lv) {
+    ops::attention2d_forward(attn_, lv.q.forward(lv.x), lv.k.forward(lv.theta),
+                             lv.v.forward(lv.theta), lv.o, lv.lse);
+    pair_[0] = lv.o;
+    pair_[1] = lv.x;
+    ops::concat<Device>({1}, pair_, lv.c);
+    if (lv.last) {
+      lv.agg.forward(lv.c);
+    } else {
+      lv.block2.forward(lv.block1.forward(lv.c));
+      ops::add<Device>(lv.block2.y, lv.agg.forward(lv.c), lv.xp);
+      ops::pyramid_sampling_forward(ps_, lv.xp, lv.psx);
+      pair_[0] = lv.psx.view(lv.theta.shape());
+      pair_[1] = lv.theta;
+      ops::concat<Device>({1}, pair_, lv.cat2);
+      lv.update.forward(lv.cat2);
+    }
+  }
+  // F_upd's backward: from the next level's dtheta into dxp and this level's dtheta.
+  void backward_update(level& lv, const T& dtheta_next) {
+    lv.dcat2.zero();
+    lv.update.backward(lv.cat2, dtheta_next, &lv.dcat2);
+    lv.dpsx.zero();
+    T dpsx4 = lv.dpsx.view(lv.theta.shape());
+    grads_[0] = &dpsx4;
+    grads_[1] = &lv.dtheta;
+    ops::concat_backward<Device>({1}, lv.dcat2, grads_);
+    ops::pyramid_sampling_backward(ps_, lv.dpsx, lv.dxp);
+  }
+  // From dxp (complete) into dx and dtheta.
+  void backward_c2f(level& lv) {
+    lv.dc.zero();
+    lv.agg.backward(lv.c, lv.dxp, &lv.dc);
+    if (!lv.last) {
+      lv.dmid.zero();
+      lv.block2.backward(lv.block1.y, lv.dxp, &lv.dmid);
+      lv.block1.backward(lv.c, lv.dmid, &lv.dc);
+    }
+    lv.d_o.zero();
+    grads_[0] = &lv.d_o;
+    grads_[1] = &lv.dx;
+    ops::concat_backward<Device>({1}, lv.dc, grads_);
+    lv.dq.zero();
+    lv.dk.zero();
+    lv.dv.zero();
+    ops::attention2d_backward(attn_, lv.q.y, lv.k.y, lv.v.y, lv.o, lv.lse, lv.d_o, &lv.dq, &lv.dk,
+                              &lv.dv);
+    lv.q.backward(lv.x, lv.dq, &lv.dx);
+    lv.k.backward(lv.theta, lv.dk, &lv.dtheta);
+    lv.v.backward(lv.theta, lv.dv, &lv.dtheta);
+  }
+
+  // The chain of consecutive levels spanning the pyramid (chain level c has cell size
+  // 2^(chain-1-c)), the pyramid's levels among them, and the loss states.
+  void setup_targets(const shape& feature, int64_t finest_stride) {
+    gt_.levels = chain_;
+    gt_.finest_stride = finest_stride;
+    gt_.ignore_index = opt_.ignore_index;
+    const shape labels{feature[0], feature[2] * finest_stride, feature[3] * finest_stride};
+    chain_semantic_.assign(size_t(chain_), L());
+    chain_unity_.assign(size_t(chain_ - 1), L());
+    chain_predicted_.assign(size_t(chain_ - 1), T());
+    std::vector<int> level_of(size_t(chain_), -1);
+    for (int i = 0; i < nl_; ++i) {
+      int c = chain_ - 1;
+      for (int64_t s = scales_[size_t(i)]; s > 1; s >>= 1) --c;
+      level_of[size_t(c)] = i;
+    }
+    gt_semantic_.clear();
+    gt_unity_.clear();
+    missing_.clear();
+    for (int c = 0; c < chain_; ++c) {
+      chain_semantic_[size_t(c)] = L(ops::pyramid_semantic_shape(gt_, labels, c));
+      const int i = level_of[size_t(c)];
+      if (i >= 0) gt_semantic_.push_back(chain_semantic_[size_t(c)]);
+      if (c + 1 == chain_) continue;
+      const shape us = ops::pyramid_unity_shape(gt_, labels, c);
+      chain_unity_[size_t(c)] = L(us);
+      if (i >= 0) gt_unity_.push_back(chain_unity_[size_t(c)]);
+      if (i < 0) missing_.push_back(c);
+      if (!pyramidal_) continue;
+      chain_predicted_[size_t(c)] =
+          i >= 0 ? unity_[size_t(i)] : T::zeros(shape{us[0], 1, us[1], us[2]});
+    }
+    if (!pyramidal_) chain_predicted_.clear();
+    ce_state_.assign(size_t(nl_), train::loss_state<Device>());
+    bce_state_.assign(size_t(nl_ - 1), train::loss_state<Device>());
+  }
+  train::bce_params bce_params() const {
+    train::bce_params bp;
+    bp.ignore_index = opt_.ignore_index;
+    return bp;
+  }
+  // CE of level i's logits against its target; writes its gradient (scaled) and returns it.
+  double cross_entropy(int i, float scale) {
+    train::cross_entropy_params cp;
+    cp.ignore_index = opt_.ignore_index;
+    const T& logits = semantic_[levels_[size_t(i)].out];
+    T& grad = dsemantic_[levels_[size_t(i)].out];
+    const double ce = train::cross_entropy_forward(cp, logits, gt_semantic_[size_t(i)],
+                                                   ce_state_[size_t(i)]);
+    grad.zero();
+    train::cross_entropy_backward(cp, logits, gt_semantic_[size_t(i)], ce_state_[size_t(i)],
+                                  scale, grad);
+    return ce;
+  }
+
   saf_options opt_;
-  int in_, classes_;
+  int in_, classes_, nl_ = 0, chain_ = 0;
+  bool pyramidal_ = true, c2f_ = true;
+  std::vector<int64_t> scales_;
   saf_parts::cbr_unit<Device> reduce_;
   std::vector<saf_parts::conv_unit<Device>> unity_heads_;
   saf_parts::conv_unit<Device> input_;
+  saf_parts::apnb_block<Device> anl_;
   std::vector<level> levels_;
   ops::attention2d_params attn_{};
   ops::pyramid_sampling_params ps_{};
   shape feature_shape_;
-  T dxl_, dr_, theta0_, dtheta0_, fused_logits_;
-  std::vector<T> unity_, dunity_, semantic_, dsemantic_;
+  T base_, dbase_, dxl_, dr_, theta0_, dtheta0_, fused_logits_;
+  std::vector<T> unity_, dunity_, semantic_, dsemantic_, argmax_in_, argmax_unity_;
   std::vector<T> pair_{T(), T()};
   std::vector<T*> grads_{nullptr, nullptr};
   ops::pyramid_ground_truth_params gt_{};
-  std::vector<L> gt_semantic_, gt_unity_;
+  std::vector<L> chain_semantic_, chain_unity_, gt_semantic_, gt_unity_;
+  std::vector<T> chain_predicted_;
+  std::vector<int> missing_;
   std::vector<train::loss_state<Device>> ce_state_, bce_state_;
   L fused_labels_;
-  tensor<uint8_t, Device> level_map_;
+  tensor<uint8_t, Device> level_map_, argmax_levels_;
 };
 
 }  // namespace segkit::models

@@ -1,5 +1,6 @@
-// segkit/models/saf_parts.hpp — the SaF head's options and building blocks (saf_options,
-// saf_parts::*); models/saf_head.hpp assembles them and holds the contract.
+// segkit/models/saf_parts.hpp — the SaF head's building blocks (saf_parts::conv_unit,
+// cbr_unit: runtime-channel conv / conv-BN-ReLU owning their parameters); the options live in
+// models/saf_options.hpp, models/saf_head.hpp assembles the head and holds its contract.
 #pragma once
 #include <cmath>
 #include <cstdint>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "segkit/models/model.hpp"
+#include "segkit/models/saf_options.hpp"
 #include "segkit/nn/layer.hpp"
 #include "segkit/nn/parameter.hpp"
 #include "segkit/ops/activation.hpp"
@@ -24,16 +26,6 @@
 #include "segkit/train/cross_entropy.hpp"
 
 namespace segkit::models {
-
-struct saf_options {
-  int levels = 4;                   // L (consecutive levels, 2x apart)
-  int semantic_channels = 64;       // D_s
-  int unity_channels = 64;          // D_u (METHODS.md's choice)
-  ops::relabel_mode relabel = ops::relabel_mode::true_positive;  // F (TP), E (GT), D (raw)
-  float tau = 0.5f;                 // fuser and TP threshold
-  std::vector<int64_t> sampling_sizes{1, 3, 6, 8};  // S = 110
-  int32_t ignore_index = 255;
-};
 
 namespace saf_parts {
 using ops::conv2d_params;
