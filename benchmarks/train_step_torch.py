@@ -18,7 +18,7 @@ include/segkit/models/zoo.hpp (the zoo names in brackets):
                         tests/reference/gen_hrnet.py) -> HRNetV2 concat (bilinear upsample of
                         branches 1..3, 720 channels, stride 4) -> SaFHead (D_s 64, D_u 64, L 4;
                         tests/reference/gen_saf.py) with its Eq. 1 loss (pyramidal GT + TP
-                        re-labeling), then the fused logits resized to the image.
+                        re-labeling); no fusion in a training step (as segkit).
   hfgd [hfgd-resnet18]  ResNet-18 (stride 32) -> HFGD head (Cae 256, Key 64, Fpn 128, 4 axial
                         heads, OS 4, HFGM + axial; functional, tests/reference/gen_hfgd.py) +
                         FCN aux head (64) on layer3 x 0.4; CE fine + CE coarse + CAR.
@@ -226,10 +226,7 @@ class SaF(nn.Module):
         levels = self.LEVELS
         ce = sum(gen_saf.masked_ce(semantic[i], ys[i]) for i in range(levels)) / levels
         bce = sum(masked_bce(unity[i], us[i]) for i in range(levels - 1))
-        with torch.no_grad():  # the fused prediction, as segkit's step computes it
-            fused, _, _ = gen_saf.fuse([s.detach() for s in semantic], [u.detach() for u in unity])
-            resize(fused, labels.shape[1:])
-        return ce + bce / (levels - 1)
+        return ce + bce / (levels - 1)  # training needs no fusion (segkit's step skips it too)
 
 
 # ---- HFGD (functional, as tests/reference/gen_hfgd.py) ------------------------------------------
