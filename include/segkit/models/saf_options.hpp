@@ -1,7 +1,7 @@
 // segkit/models/saf_options.hpp — the SaF head's configuration: saf_options (every ablation of
 // the supplementary Table A is a value of it), saf_ablation('A'..'K'), parse_saf_options
 // ("ablation=G,tau=0.4,...") and to_string (the canonical option string).
-// Requires: nothing beyond the standard library and segkit's errors / relabel_mode.
+// Requires: models/option_string.hpp (the key=value parser shared by the three methods).
 // Guarantees: parse_saf_options(to_string(o)) == o for every valid o; a bad key or value throws
 //   value_error naming it and the accepted ones; validate() states every rule the head checks.
 // Structure knobs (see models/saf_head.hpp and docs/saf_ablations.md):
@@ -23,6 +23,7 @@
 #include <string>
 #include <vector>
 
+#include "segkit/models/option_string.hpp"
 #include "segkit/ops/pyramid_ground_truth.hpp"
 #include "segkit/tensor/error.hpp"
 
@@ -135,95 +136,73 @@ inline saf_options saf_ablation(char id) {
 }
 
 namespace detail {
-template <class E, size_t N>
-E parse_saf_enum(const std::string& key, const std::string& value, const char* const (&names)[N]) {
-  std::string accepted;
-  for (size_t i = 0; i < N; ++i) {
-    if (value == names[i]) return E(i);
-    accepted += (i ? " | " : "") + std::string(names[i]);
-  }
-  throw value_error("saf options: " + key + "=" + value + " is not accepted; expected " + key +
-                    "=" + accepted);
-}
-inline double parse_saf_number(const std::string& key, const std::string& value, bool integer) {
-  const char* begin = value.c_str();
-  char* end = nullptr;
-  const double v = integer ? double(std::strtoll(begin, &end, 10)) : std::strtod(begin, &end);
-  require<value_error>(!value.empty() && end && *end == '\0', "saf options: ", key, "=", value,
-                       " is not ", integer ? "an integer" : "a number");
-  return v;
-}
 inline std::vector<int64_t> parse_saf_list(const std::string& key, const std::string& value) {
   std::vector<int64_t> out;
   std::string item;
   std::istringstream in(value);
-  while (std::getline(in, item, ':')) out.push_back(int64_t(parse_saf_number(key, item, true)));
-  require<value_error>(!out.empty(), "saf options: ", key, "=", value,
-                       " is empty; expected integers separated by ':' (e.g. 8:1)");
+  while (std::getline(in, item, ':')) {
+    char* end = nullptr;
+    const long long v = std::strtoll(item.c_str(), &end, 10);
+    require<value_error>(!item.empty() && end && *end == '\0' && v >= 1 && v <= (1 << 20),
+                         "saf options: ", key, " = \"", value,
+                         "\", expected positive integers separated by ':' (e.g. 8:1)");
+    out.push_back(v);
+  }
+  require<value_error>(!out.empty(), "saf options: ", key, " = \"", value,
+                       "\", expected positive integers separated by ':' (e.g. 8:1)");
   return out;
+}
+// option_string::integer evaluates its error message (values_.at(key)) even when the key is
+// absent, so it is only asked about keys that are present.
+inline int saf_integer(const option_string& s, const std::string& key, int fallback, int low,
+                       int high) {
+  return s.has(key) ? s.integer(key, fallback, low, high) : fallback;
+}
+template <size_t N>
+std::vector<std::string> saf_names(const char* const (&names)[N]) {
+  return std::vector<std::string>(names, names + N);
 }
 }  // namespace detail
 
-// Parses "key=value,key=value,...": `ablation=A..K` (applied first, wherever it stands),
+// Parses "key=value,key=value,..." (models/option_string.hpp): `ablation=A..K` first (the
+// Table-A row as the starting point, wherever it stands; else `base`, default the full method),
 // then levels, scales (8:1), ds (D_s), du (D_u), relabel (raw|gt|tp), tau, sampling (1:3:6:8),
 // ignore, context (none|anl|anl_multi|coarse_to_fine), output (pyramidal|single|auxiliary),
-// aux_weight, anl_key, anl_value. Starts from `base` (default: the full method). `scales`
-// also sets levels to its length; `levels` alone clears scales. The result is validated.
+// aux_weight, anl_key, anl_value. `scales` also sets levels to its length; `levels` alone
+// clears scales. The result is validated; every error is a value_error naming key and value.
 inline saf_options parse_saf_options(const std::string& text, saf_options base = {}) {
-  static const char* keys =
-      "ablation, levels, scales, ds, du, relabel, tau, sampling, ignore, context, output, "
-      "aux_weight, anl_key, anl_value";
-  std::vector<std::pair<std::string, std::string>> items;
-  std::string item;
-  std::istringstream in(text);
-  while (std::getline(in, item, ',')) {
-    if (item.empty()) continue;
-    const size_t eq = item.find('=');
-    require<value_error>(eq != std::string::npos && eq > 0, "saf options: '", item,
-                         "' is not key=value; keys: ", keys);
-    items.emplace_back(item.substr(0, eq), item.substr(eq + 1));
-  }
+  const option_string s(text, "saf options",
+                        {"ablation", "levels", "scales", "ds", "du", "relabel", "tau", "sampling",
+                         "ignore", "context", "output", "aux_weight", "anl_key", "anl_value"});
   saf_options o = base;
-  for (const auto& [k, v] : items)
-    if (k == "ablation") {
-      require<value_error>(v.size() == 1, "saf options: ablation=", v,
-                           " is not accepted; expected ablation=A..K (one letter)");
-      o = saf_ablation(v[0]);
-    }
-  for (const auto& [k, v] : items) {
-    if (k == "ablation") continue;
-    if (k == "levels") {
-      o.levels = int(detail::parse_saf_number(k, v, true));
-      o.scales.clear();
-    } else if (k == "scales") {
-      o.scales = detail::parse_saf_list(k, v);
-      o.levels = int(o.scales.size());
-    } else if (k == "ds") {
-      o.semantic_channels = int(detail::parse_saf_number(k, v, true));
-    } else if (k == "du") {
-      o.unity_channels = int(detail::parse_saf_number(k, v, true));
-    } else if (k == "relabel") {
-      o.relabel = detail::parse_saf_enum<ops::relabel_mode>(k, v, detail::saf_relabel_names);
-    } else if (k == "tau") {
-      o.tau = float(detail::parse_saf_number(k, v, false));
-    } else if (k == "sampling") {
-      o.sampling_sizes = detail::parse_saf_list(k, v);
-    } else if (k == "ignore") {
-      o.ignore_index = int32_t(detail::parse_saf_number(k, v, true));
-    } else if (k == "context") {
-      o.context = detail::parse_saf_enum<saf_context>(k, v, detail::saf_context_names);
-    } else if (k == "output") {
-      o.output = detail::parse_saf_enum<saf_output>(k, v, detail::saf_output_names);
-    } else if (k == "aux_weight") {
-      o.aux_weight = float(detail::parse_saf_number(k, v, false));
-    } else if (k == "anl_key") {
-      o.anl_key_channels = int(detail::parse_saf_number(k, v, true));
-    } else if (k == "anl_value") {
-      o.anl_value_channels = int(detail::parse_saf_number(k, v, true));
-    } else {
-      throw value_error("saf options: unknown key '" + k + "'; keys: " + keys);
-    }
+  if (s.has("ablation")) {
+    const std::string id = s.text("ablation", "");
+    require<value_error>(id.size() == 1 && id[0] >= 'A' && id[0] <= 'K', "saf options: ablation = \"",
+                         id, "\", expected one of A, B, C, D, E, F, G, H, I, J, K (Table A)");
+    o = saf_ablation(id[0]);
   }
+  if (s.has("levels")) {
+    o.levels = detail::saf_integer(s, "levels", o.levels, 2, ops::max_pyramid_levels);
+    o.scales.clear();
+  }
+  if (s.has("scales")) {
+    o.scales = detail::parse_saf_list("scales", s.text("scales", ""));
+    o.levels = int(o.scales.size());
+  }
+  o.semantic_channels = detail::saf_integer(s, "ds", o.semantic_channels, 1, 1 << 16);
+  o.unity_channels = detail::saf_integer(s, "du", o.unity_channels, 1, 1 << 16);
+  o.relabel = ops::relabel_mode(
+      s.choice("relabel", size_t(o.relabel), detail::saf_names(detail::saf_relabel_names)));
+  o.tau = float(s.number("tau", o.tau, 0.0, 1.0));
+  if (s.has("sampling")) o.sampling_sizes = detail::parse_saf_list("sampling", s.text("sampling", ""));
+  o.ignore_index = detail::saf_integer(s, "ignore", o.ignore_index, -(1 << 30), 1 << 30);
+  o.context = saf_context(
+      s.choice("context", size_t(o.context), detail::saf_names(detail::saf_context_names)));
+  o.output = saf_output(
+      s.choice("output", size_t(o.output), detail::saf_names(detail::saf_output_names)));
+  o.aux_weight = float(s.number("aux_weight", o.aux_weight, 0.0, 1e3));
+  o.anl_key_channels = detail::saf_integer(s, "anl_key", o.anl_key_channels, 0, 1 << 16);
+  o.anl_value_channels = detail::saf_integer(s, "anl_value", o.anl_value_channels, 0, 1 << 16);
   validate(o);
   return o;
 }
