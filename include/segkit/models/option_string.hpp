@@ -64,6 +64,7 @@ class option_string {
     return x;
   }
   int integer(const std::string& key, int fallback, int low, int high) const {
+    if (!has(key)) return fallback;
     const double x = number(key, fallback, low, high);
     require<value_error>(x == std::floor(x), owner_, ": ", key, " = \"", values_.at(key),
                          "\", expected a whole number in [", low, ", ", high, "]");
