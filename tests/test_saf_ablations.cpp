@@ -1,9 +1,10 @@
 // tests/test_saf_ablations.cpp — the SaF head's Table-A ablations (models/saf_options.hpp,
 // docs/saf_ablations.md): parity of A, B, C, F, G, H, J, K with the float64 PyTorch
-// re-implementation (tests/reference/gen_saf_ablations.py -> tests/golden/saf_ablations.safetensors:
-// outputs, targets, loss terms, every parameter gradient, the feature gradient, BN statistics,
-// fuser); every id A..K runs forward / loss / backward / fuse with the right terms and outputs;
-// finite differences on the new pieces (APNB, plain heads, auxiliary and K); option parsing.
+// re-implementation (tests/reference/gen_saf_ablations.py ->
+// tests/golden/saf_ablations.safetensors: outputs, targets, loss terms, every parameter gradient,
+// the feature gradient, BN statistics, fuser); every id A..K runs forward / loss / backward / fuse
+// with the right terms and outputs; finite differences on the new pieces (APNB, plain heads,
+// auxiliary and K); option parsing.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -79,11 +80,13 @@ TEST_CASE("saf ablations: parity with the PyTorch re-implementation", "[saf][abl
     REQUIRE(head.unity_logits().size() == (pyramidal ? size_t(head.levels() - 1) : 0));
     for (size_t i = 0; i < outputs; ++i) {
       INFO("semantic " << i);
-      CHECK(max_rel(head.semantic_logits()[i], f.get<float>(p + ".semantic." + std::to_string(i))) < 1e-4);
+      CHECK(max_rel(head.semantic_logits()[i], f.get<float>(p + ".semantic." + std::to_string(i))) <
+            1e-4);
     }
     for (size_t i = 0; i < head.unity_logits().size(); ++i) {
       INFO("unity " << i);
-      CHECK(max_rel(head.unity_logits()[i], f.get<float>(p + ".unity." + std::to_string(i))) < 1e-4);
+      CHECK(max_rel(head.unity_logits()[i], f.get<float>(p + ".unity." + std::to_string(i))) <
+            1e-4);
     }
     const auto terms = head.loss(labels);
     for (int i = 0; i < head.levels(); ++i) {
@@ -125,13 +128,15 @@ TEST_CASE("saf ablations: parity with the PyTorch re-implementation", "[saf][abl
     } else {
       CHECK(head.fused_logits().data() == head.semantic_logits().back().data());
       int off = 0;
-      for (int64_t k = 0; k < head.level_map().numel(); ++k) off += head.level_map()[k] != head.levels();
+      for (int64_t k = 0; k < head.level_map().numel(); ++k)
+        off += head.level_map()[k] != head.levels();
       CHECK(off == 0);
     }
   }
 }
 
-TEST_CASE("saf ablations: every Table-A row runs with its loss terms and outputs", "[saf][ablation]") {
+TEST_CASE("saf ablations: every Table-A row runs with its loss terms and outputs",
+          "[saf][ablation]") {
   std::mt19937_64 rng(5);
   std::normal_distribution<float> normal;
   const shape feature{2, 8, 16, 16};
@@ -157,7 +162,8 @@ TEST_CASE("saf ablations: every Table-A row runs with its loss terms and outputs
     const bool single = o.output == models::saf_output::single;
     CHECK(head.levels() == (id == 'K' ? 2 : 4));
     CHECK(names.count("unity.reduce.conv.weight") == (pyramidal ? 1u : 0u));
-    CHECK(names.count("semantic.anl.W.weight") == (o.context == models::saf_context::anl ? 1u : 0u));
+    CHECK(names.count("semantic.anl.W.weight") ==
+          (o.context == models::saf_context::anl ? 1u : 0u));
     CHECK(names.count("semantic.levels.0.anl.W.weight") == (id == 'H' ? 1u : 0u));
     CHECK(names.count("semantic.levels.0.query.weight") ==
           (o.context == models::saf_context::coarse_to_fine ? 1u : 0u));
@@ -179,9 +185,9 @@ TEST_CASE("saf ablations: every Table-A row runs with its loss terms and outputs
       got.push_back(t.first);
       CHECK(std::isfinite(t.second));
     }
-    const std::vector<std::string> expected =
-        pyramidal ? std::vector<std::string>{"ce", "bce"}
-                  : single ? std::vector<std::string>{"ce"} : std::vector<std::string>{"ce", "aux"};
+    const std::vector<std::string> expected = pyramidal ? std::vector<std::string>{"ce", "bce"}
+                                              : single  ? std::vector<std::string>{"ce"}
+                                                        : std::vector<std::string>{"ce", "aux"};
     CHECK(got == expected);
     host_tensor<float> dx = host_tensor<float>::zeros(feature);
     head.backward(x, &dx);
@@ -224,10 +230,10 @@ TEST_CASE("saf ablations: the re-labeling of D / E / F and K's targets", "[saf][
   const auto& y1 = head.semantic_targets()[1];
   REQUIRE(u.shape() == shape{1, 2, 2});
   REQUIRE(y1.shape() == shape{1, 16, 16});
-  CHECK(u[0] == 1);    // the one-class block
+  CHECK(u[0] == 1);  // the one-class block
   CHECK(y0[0] == 2);
-  CHECK(u[1] == 0);    // mixed
-  CHECK(u[3] == 0);    // mixed (one ignore pixel too: still mixed)
+  CHECK(u[1] == 0);  // mixed
+  CHECK(u[3] == 0);  // mixed (one ignore pixel too: still mixed)
   CHECK(y0[1] == 255);
   int wrong = 0;
   for (int64_t r = 0; r < 16; ++r)
@@ -253,14 +259,16 @@ TEST_CASE("saf ablations: the re-labeling of D / E / F and K's targets", "[saf][
   CHECK(ignored('F') <= ignored('E'));
 }
 
-TEST_CASE("saf ablations: finite differences on APNB, plain, auxiliary and K heads", "[saf][ablation]") {
+TEST_CASE("saf ablations: finite differences on APNB, plain, auxiliary and K heads",
+          "[saf][ablation]") {
   const auto f = tensor_file::load(SEGKIT_GOLDEN_DIR "/saf_ablations.safetensors");
   const auto x = f.get<float>("x");
   const auto labels = golden_labels(f);
   const std::vector<std::pair<char, std::vector<std::string>>> cases = {
-      {'G', {"semantic.anl.key.conv.weight", "semantic.anl.value.weight", "semantic.anl.W.weight",
-             "semantic.anl.W.bias", "semantic.anl.fuse.conv.weight", "semantic.anl.fuse.bn.weight",
-             "semantic.levels.0.cls.conv1.weight", "semantic.input.weight"}},
+      {'G',
+       {"semantic.anl.key.conv.weight", "semantic.anl.value.weight", "semantic.anl.W.weight",
+        "semantic.anl.W.bias", "semantic.anl.fuse.conv.weight", "semantic.anl.fuse.bn.weight",
+        "semantic.levels.0.cls.conv1.weight", "semantic.input.weight"}},
       {'H', {"semantic.levels.1.anl.key.conv.weight", "semantic.levels.3.anl.value.weight"}},
       {'A', {"semantic.levels.3.cls.conv2.weight", "semantic.input.bias"}},
       {'J', {"semantic.levels.0.cls.conv2.weight", "semantic.levels.2.agg.conv1.conv.weight"}},

@@ -242,8 +242,8 @@ class saf_head {
       double ce = 0, bce = 0;
       for (int i = 0; i < nl_; ++i) ce += cross_entropy(i, weight / float(nl_));
       for (int i = 0; i + 1 < nl_; ++i) {
-        bce += train::bce_with_logits_forward(bce_params(), unity_[size_t(i)],
-                                              gt_unity_[size_t(i)], bce_state_[size_t(i)]);
+        bce += train::bce_with_logits_forward(bce_params(), unity_[size_t(i)], gt_unity_[size_t(i)],
+                                              bce_state_[size_t(i)]);
         dunity_[size_t(i)].zero();
         train::bce_with_logits_backward(bce_params(), unity_[size_t(i)], gt_unity_[size_t(i)],
                                         bce_state_[size_t(i)], weight / float(nl_ - 1),
@@ -559,11 +559,11 @@ class saf_head {
     cp.ignore_index = opt_.ignore_index;
     const T& logits = semantic_[levels_[size_t(i)].out];
     T& grad = dsemantic_[levels_[size_t(i)].out];
-    const double ce = train::cross_entropy_forward(cp, logits, gt_semantic_[size_t(i)],
-                                                   ce_state_[size_t(i)]);
+    const double ce =
+        train::cross_entropy_forward(cp, logits, gt_semantic_[size_t(i)], ce_state_[size_t(i)]);
     grad.zero();
-    train::cross_entropy_backward(cp, logits, gt_semantic_[size_t(i)], ce_state_[size_t(i)],
-                                  scale, grad);
+    train::cross_entropy_backward(cp, logits, gt_semantic_[size_t(i)], ce_state_[size_t(i)], scale,
+                                  grad);
     return ce;
   }
 

@@ -33,18 +33,18 @@ enum class saf_context { none, anl, anl_multi, coarse_to_fine };
 enum class saf_output { pyramidal, single, auxiliary };
 
 struct saf_options {
-  int levels = 4;                   // L (when scales is empty: consecutive levels, 2x apart)
-  std::vector<int64_t> scales;      // per-level cell size in finest cells, coarse first; {} = 2^(L-1-l)
-  int semantic_channels = 64;       // D_s
-  int unity_channels = 64;          // D_u (METHODS.md's choice)
+  int levels = 4;               // L (when scales is empty: consecutive levels, 2x apart)
+  std::vector<int64_t> scales;  // per-level cell size in finest cells, coarse first; {} = 2^(L-1-l)
+  int semantic_channels = 64;   // D_s
+  int unity_channels = 64;      // D_u (METHODS.md's choice)
   ops::relabel_mode relabel = ops::relabel_mode::true_positive;  // F (TP), E (GT), D (raw)
-  float tau = 0.5f;                 // fuser and TP threshold
-  std::vector<int64_t> sampling_sizes{1, 3, 6, 8};  // S = 110
+  float tau = 0.5f;                                              // fuser and TP threshold
+  std::vector<int64_t> sampling_sizes{1, 3, 6, 8};               // S = 110
   int32_t ignore_index = 255;
   saf_context context = saf_context::coarse_to_fine;
   saf_output output = saf_output::pyramidal;
-  float aux_weight = 0.4f;          // output = auxiliary: weight of the coarser levels' mean CE
-  int anl_key_channels = 0;         // APNB key / value channels; 0 = D_s / 2 (ANL's setting)
+  float aux_weight = 0.4f;   // output = auxiliary: weight of the coarser levels' mean CE
+  int anl_key_channels = 0;  // APNB key / value channels; 0 = D_s / 2 (ANL's setting)
   int anl_value_channels = 0;
 
   bool operator==(const saf_options& o) const {
@@ -77,9 +77,15 @@ inline const char* saf_output_names[] = {"pyramidal", "single", "auxiliary"};
 inline const char* saf_relabel_names[] = {"raw", "gt", "tp"};
 }  // namespace detail
 
-inline std::string to_string(saf_context c) { return detail::saf_context_names[int(c)]; }
-inline std::string to_string(saf_output o) { return detail::saf_output_names[int(o)]; }
-inline std::string to_string(ops::relabel_mode m) { return detail::saf_relabel_names[int(m)]; }
+inline std::string to_string(saf_context c) {
+  return detail::saf_context_names[int(c)];
+}
+inline std::string to_string(saf_output o) {
+  return detail::saf_output_names[int(o)];
+}
+inline std::string to_string(ops::relabel_mode m) {
+  return detail::saf_relabel_names[int(m)];
+}
 
 // Every rule the head checks on its options (value_error naming the value and the range).
 inline void validate(const saf_options& o) {
@@ -109,7 +115,8 @@ inline void validate(const saf_options& o) {
   }
   require<value_error>(ok, "saf_options: scales = ", list.str(), " with levels = ", o.levels,
                        "; expected levels = the number of scales (>= 2), decreasing powers of two "
-                       "ending with 1, the first at most 2^", ops::max_pyramid_levels - 1);
+                       "ending with 1, the first at most 2^",
+                       ops::max_pyramid_levels - 1);
 }
 
 // The configuration of one row of the supplementary Table A (A..K; I = the full method =
@@ -117,17 +124,32 @@ inline void validate(const saf_options& o) {
 inline saf_options saf_ablation(char id) {
   saf_options o;
   switch (id) {
-    case 'A': o.context = saf_context::none; o.output = saf_output::single; break;
-    case 'B': o.context = saf_context::anl; o.output = saf_output::single; break;
+    case 'A':
+      o.context = saf_context::none;
+      o.output = saf_output::single;
+      break;
+    case 'B':
+      o.context = saf_context::anl;
+      o.output = saf_output::single;
+      break;
     case 'C': o.output = saf_output::single; break;
-    case 'D': o.context = saf_context::none; o.relabel = ops::relabel_mode::raw; break;
-    case 'E': o.context = saf_context::none; o.relabel = ops::relabel_mode::ground_truth; break;
+    case 'D':
+      o.context = saf_context::none;
+      o.relabel = ops::relabel_mode::raw;
+      break;
+    case 'E':
+      o.context = saf_context::none;
+      o.relabel = ops::relabel_mode::ground_truth;
+      break;
     case 'F': o.context = saf_context::none; break;
     case 'G': o.context = saf_context::anl; break;
     case 'H': o.context = saf_context::anl_multi; break;
     case 'I': break;
     case 'J': o.output = saf_output::auxiliary; break;
-    case 'K': o.levels = 2; o.scales = {8, 1}; break;
+    case 'K':
+      o.levels = 2;
+      o.scales = {8, 1};
+      break;
     default:
       throw value_error(std::string("saf_ablation: unknown id '") + id +
                         "', expected one of A B C D E F G H I J K (supplementary Table A)");
@@ -177,8 +199,9 @@ inline saf_options parse_saf_options(const std::string& text, saf_options base =
   saf_options o = base;
   if (s.has("ablation")) {
     const std::string id = s.text("ablation", "");
-    require<value_error>(id.size() == 1 && id[0] >= 'A' && id[0] <= 'K', "saf options: ablation = \"",
-                         id, "\", expected one of A, B, C, D, E, F, G, H, I, J, K (Table A)");
+    require<value_error>(id.size() == 1 && id[0] >= 'A' && id[0] <= 'K',
+                         "saf options: ablation = \"", id,
+                         "\", expected one of A, B, C, D, E, F, G, H, I, J, K (Table A)");
     o = saf_ablation(id[0]);
   }
   if (s.has("levels")) {
@@ -194,12 +217,13 @@ inline saf_options parse_saf_options(const std::string& text, saf_options base =
   o.relabel = ops::relabel_mode(
       s.choice("relabel", size_t(o.relabel), detail::saf_names(detail::saf_relabel_names)));
   o.tau = float(s.number("tau", o.tau, 0.0, 1.0));
-  if (s.has("sampling")) o.sampling_sizes = detail::parse_saf_list("sampling", s.text("sampling", ""));
+  if (s.has("sampling"))
+    o.sampling_sizes = detail::parse_saf_list("sampling", s.text("sampling", ""));
   o.ignore_index = detail::saf_integer(s, "ignore", o.ignore_index, -(1 << 30), 1 << 30);
   o.context = saf_context(
       s.choice("context", size_t(o.context), detail::saf_names(detail::saf_context_names)));
-  o.output = saf_output(
-      s.choice("output", size_t(o.output), detail::saf_names(detail::saf_output_names)));
+  o.output =
+      saf_output(s.choice("output", size_t(o.output), detail::saf_names(detail::saf_output_names)));
   o.aux_weight = float(s.number("aux_weight", o.aux_weight, 0.0, 1e3));
   o.anl_key_channels = detail::saf_integer(s, "anl_key", o.anl_key_channels, 0, 1 << 16);
   o.anl_value_channels = detail::saf_integer(s, "anl_value", o.anl_value_channels, 0, 1 << 16);
