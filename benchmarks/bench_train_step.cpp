@@ -360,13 +360,13 @@ int main(int argc, char** argv) {
     char torch_ms[32] = "-", ratio[32] = "-", torch_mb[32] = "-";
     if (t.ok) {
       std::snprintf(torch_ms, sizeof torch_ms, "%.1f", t.median_ms);
-      std::snprintf(torch_mb, sizeof torch_mb, "%.0f", t.peak_mb);
+      std::snprintf(torch_mb, sizeof torch_mb, "%.1f", t.peak_mb);
       if (s.ok) std::snprintf(ratio, sizeof ratio, "%.2fx", t.median_ms / s.median_ms);
     }
     if (s.ok) {
       std::string params = std::to_string(s.params);
       if (t.ok && t.params != s.params) params += " vs torch " + std::to_string(t.params);
-      std::printf("%-14s | %14.1f | %13s | %18s | %14.0f | %13s | %s%s\n", m.zoo_name.c_str(),
+      std::printf("%-14s | %14.1f | %13s | %18s | %14.1f | %13s | %s%s\n", m.zoo_name.c_str(),
                   s.median_ms, torch_ms, ratio, s.peak_mb, torch_mb, params.c_str(),
                   note.c_str());
     } else {
