@@ -33,6 +33,7 @@
 #include "bench_common.hpp"
 #include "segkit/models/hfgd.hpp"
 #include "segkit/models/ocr.hpp"
+#include "segkit/models/saf.hpp"
 #include "segkit/models/zoo.hpp"
 #include "segkit/train/optimizer.hpp"
 
@@ -41,7 +42,7 @@ namespace {
 using namespace segkit;
 using zoo = models::zoo_models<cpu>;
 
-// The zoo's type when the zoo has it; otherwise the plan's template arguments (saf: none).
+// The zoo's type when the zoo has it; otherwise the plan's template arguments.
 template <class Z, class = void>
 struct pick_hfgd {
   using type = models::hfgd<models::resnet<18, 100, 32>, 64, 256, 64, 128>;
@@ -64,7 +65,7 @@ struct pick_ocr<Z, std::void_t<typename Z::ocr_resnet18>> {
 };
 template <class Z, class = void>
 struct pick_saf {
-  using type = void;  // no saf model in the zoo yet: skipped
+  using type = models::saf<models::resnet<18, 100, 32>, 48, 3, 4>;
   static constexpr bool from_zoo = false;
 };
 template <class Z>
@@ -134,9 +135,8 @@ side_result segkit_side(const config& c) {
   auto model = make_model<M>(c.classes, 1);
   model->setup(images.shape());
   model->train();
-  model->visit_parameters("", [&](const std::string&, nn::parameter<cpu>& p) {
-    r.params += p.value.numel();
-  });
+  model->visit_parameters(
+      "", [&](const std::string&, nn::parameter<cpu>& p) { r.params += p.value.numel(); });
   train::sgd_options o;
   o.lr = 0.01, o.momentum = 0.9, o.weight_decay = 5e-4;
   train::sgd<cpu> optimizer(nn::parameters_of<cpu>(*model), o);
@@ -151,8 +151,8 @@ side_result segkit_side(const config& c) {
   for (int i = 0; i < c.steps; ++i) {
     const auto t0 = std::chrono::steady_clock::now();
     r.loss = step();
-    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0)
-                     .count());
+    ms.push_back(
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
   }
   r.median_ms = median(ms);
   r.peak_mb = double(status_kb("VmHWM") - baseline_kb) / 1024.0;
@@ -217,14 +217,11 @@ side_result torch_side(const std::string& method, const config& c) {
     r.error = "python3-torch not importable (set SEGKIT_PYTHON)";
     return r;
   }
-  const std::string command = bench::torch_python() + " " SEGKIT_BENCHMARK_DIR
-                              "/train_step_torch.py " + method +
-                              " --batch " + std::to_string(c.batch) +
-                              " --size " + std::to_string(c.size) +
-                              " --classes " + std::to_string(c.classes) +
-                              " --steps " + std::to_string(c.steps) +
-                              " --warmup " + std::to_string(c.warmup) +
-                              " --threads " + std::to_string(num_threads()) + " 2>&1";
+  const std::string command =
+      bench::torch_python() + " " SEGKIT_BENCHMARK_DIR "/train_step_torch.py " + method +
+      " --batch " + std::to_string(c.batch) + " --size " + std::to_string(c.size) + " --classes " +
+      std::to_string(c.classes) + " --steps " + std::to_string(c.steps) + " --warmup " +
+      std::to_string(c.warmup) + " --threads " + std::to_string(num_threads()) + " 2>&1";
   std::fflush(stdout);
   FILE* p = popen(command.c_str(), "r");
   if (!p) {
@@ -280,12 +277,18 @@ int main(int argc, char** argv) {
       return 2;
     }
     const char* value = argv[++i];
-    if (arg == "--methods") methods = value;
-    else if (arg == "--steps") c.steps = std::max(1, std::atoi(value));
-    else if (arg == "--warmup") c.warmup = std::max(0, std::atoi(value));
-    else if (arg == "--batch") c.batch = std::max(1, std::atoi(value));
-    else if (arg == "--size") c.size = std::max(32, std::atoi(value));
-    else if (arg == "--classes") c.classes = std::max(2, std::atoi(value));
+    if (arg == "--methods")
+      methods = value;
+    else if (arg == "--steps")
+      c.steps = std::max(1, std::atoi(value));
+    else if (arg == "--warmup")
+      c.warmup = std::max(0, std::atoi(value));
+    else if (arg == "--batch")
+      c.batch = std::max(1, std::atoi(value));
+    else if (arg == "--size")
+      c.size = std::max(32, std::atoi(value));
+    else if (arg == "--classes")
+      c.classes = std::max(2, std::atoi(value));
     else {
       usage();
       return 2;
@@ -329,8 +332,7 @@ int main(int argc, char** argv) {
                                                : bench::torch_python().c_str())
               : "(--no-torch)");
   std::printf("%-14s | %14s | %13s | %18s | %14s | %13s | %s\n", "method", "segkit ms/step",
-              "torch ms/step", "ratio torch/segkit", "segkit peak MB", "torch peak MB",
-              "params");
+              "torch ms/step", "ratio torch/segkit", "segkit peak MB", "torch peak MB", "params");
   std::fflush(stdout);
 
   int failures = 0;
@@ -349,11 +351,8 @@ int main(int argc, char** argv) {
       if (!pick::from_zoo) note = " [type built from ocr.hpp: not in the zoo]";
     } else {
       using pick = pick_saf<zoo>;
-      if constexpr (std::is_void_v<typename pick::type>) {
-        s.error = "saf-resnet18 is not in models/zoo.hpp yet";
-      } else {
-        s = segkit_in_child<typename pick::type>(c);
-      }
+      s = segkit_in_child<typename pick::type>(c);
+      if (!pick::from_zoo) note = " [type built from saf.hpp: not in the zoo]";
     }
     side_result t;
     if (c.torch) t = torch_side(m.key, c);
@@ -367,8 +366,7 @@ int main(int argc, char** argv) {
       std::string params = std::to_string(s.params);
       if (t.ok && t.params != s.params) params += " vs torch " + std::to_string(t.params);
       std::printf("%-14s | %14.1f | %13s | %18s | %14.1f | %13s | %s%s\n", m.zoo_name.c_str(),
-                  s.median_ms, torch_ms, ratio, s.peak_mb, torch_mb, params.c_str(),
-                  note.c_str());
+                  s.median_ms, torch_ms, ratio, s.peak_mb, torch_mb, params.c_str(), note.c_str());
     } else {
       std::printf("%-14s | %14s | %13s | %18s | %14s | %13s | %s  segkit FAILED: %s\n",
                   m.zoo_name.c_str(), "-", torch_ms, "-", "-", torch_mb,
@@ -380,9 +378,10 @@ int main(int argc, char** argv) {
       ++failures;
     }
     if (s.ok && t.ok && s.params != t.params) {
-      std::printf("  PARAMETER COUNT MISMATCH for %s: segkit %lld, PyTorch %lld: the PyTorch "
-                  "model is not the same architecture\n",
-                  m.zoo_name.c_str(), s.params, t.params);
+      std::printf(
+          "  PARAMETER COUNT MISMATCH for %s: segkit %lld, PyTorch %lld: the PyTorch "
+          "model is not the same architecture\n",
+          m.zoo_name.c_str(), s.params, t.params);
       ++failures;
     }
     std::fflush(stdout);
