@@ -16,6 +16,7 @@
 #include "segkit/data/palette.hpp"
 #include "segkit/data/synthetic_scenes.hpp"
 #include "segkit/eval/inference.hpp"
+#include "segkit/models/zoo.hpp"
 #include "segkit/tensor/error.hpp"
 #include "segkit/tensor/safetensors.hpp"
 #include "segkit/train/checkpoint.hpp"
@@ -128,6 +129,20 @@ void require_known_model(const std::string& name, const Names& names) {
     found = found || n == name;
   }
   require<usage_error>(found, "unknown model \"", name, "\"; expected one of: ", known);
+}
+
+// The model's method options: --options, else the checkpoint's "config.options" (what the
+// trainer ran with), else the defaults. A bad string is a command-line error (exit 2).
+inline std::string model_options(const arguments& args, const std::map<std::string, std::string>& meta,
+                                 const std::string& model_name) {
+  std::string options = args.get("--options");
+  if (!args.has("--options") && meta.count("config.options")) options = meta.at("config.options");
+  try {
+    models::check_model_options(model_name, options);
+  } catch (const value_error& e) {
+    throw usage_error(std::string(e.what()));
+  }
+  return options;
 }
 
 inline eval::inference_options inference_from(const arguments& args) {

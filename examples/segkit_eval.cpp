@@ -10,6 +10,7 @@
 #include <string>
 
 #include "eval_tools_common.hpp"
+#include "segkit/eval/saf_diagnostics.hpp"
 #include "segkit/models/zoo.hpp"
 #include "segkit/tensor/parallel.hpp"
 
@@ -32,6 +33,7 @@ pixel accuracy, mean accuracy and the time taken.
   --checkpoint FILE    weights (a trainer checkpoint or any file with the model's tensor names)
   --model NAME         model type (default: the checkpoint's "model" metadata); one of
                        MODEL_NAMES
+  --options K=V,...    the method's options (default: the checkpoint's, else the defaults)
   --random-init        no checkpoint: random weights (smoke tests of the tool itself)
   --scales LIST        inference scales, comma separated (default 1)
   --flip               also run each scale mirrored; all logits are summed
@@ -40,6 +42,8 @@ pixel accuracy, mean accuracy and the time taken.
   --limit N            evaluate only the first N images
   --threads N          CPU threads (default: OMP_NUM_THREADS or all cores)
   --json FILE          also write the results as JSON
+  --saf-levels         SaF models: also each pyramid level's per-class IoU against the fused
+                       result (supplementary Fig. C) and the share of pixels each level answered
   --quiet              no progress line
   synthetic only: --synthetic-count N (100) --synthetic-size HxW (256x256) --synthetic-seed S
                        (1000; the trainer's default training seed is different, so these scenes
@@ -65,6 +69,38 @@ std::string percent(double v) {
   char text[32];
   std::snprintf(text, sizeof text, "%8.2f", 100 * v);
   return text;
+}
+
+// Supplementary Fig. C: each level's own per-class IoU minus the fused prediction's.
+template <class Model>
+void print_saf_levels(Model& model, const data::dataset& dataset, size_t limit,
+                      const data::dataset_info& info) {
+  const auto r = eval::saf_level_iou(model, dataset, limit);
+  const size_t nl = r.levels.size();
+  std::printf("\nSaF levels (scale 1, whole image): IoU of each level's own prediction minus the "
+              "fused IoU\n%-24s %8s", "class", "fused");
+  for (size_t l = 0; l < nl; ++l) std::printf("   level %zu", l + 1);
+  std::printf("\n");
+  for (int k = 0; k < info.num_classes; ++k) {
+    const std::string name =
+        k < static_cast<int>(info.class_names.size()) ? info.class_names[size_t(k)] : std::to_string(k);
+    const double fused = r.fused.iou(k);
+    std::printf("%-24s %s", name.c_str(), percent(fused).c_str());
+    for (size_t l = 0; l < nl; ++l) {
+      const double d = r.levels[l].iou(k) - fused;
+      if (std::isnan(d)) std::printf(" %9s", "-");
+      else std::printf(" %+9.2f", 100 * d);
+    }
+    std::printf("\n");
+  }
+  int64_t labelled = 0;
+  for (int64_t a : r.answered) labelled += a;
+  std::printf("%-24s %s", "mIoU", percent(r.fused.miou()).c_str());
+  for (size_t l = 0; l < nl; ++l) std::printf(" %+9.2f", 100 * (r.levels[l].miou() - r.fused.miou()));
+  std::printf("\n%-24s %8s", "pixels answered", "");
+  for (size_t l = 0; l < nl; ++l)
+    std::printf(" %8.1f%%", labelled ? 100.0 * double(r.answered[l]) / double(labelled) : 0.0);
+  std::printf("\n");
 }
 
 int run(const tools::arguments& args) {
@@ -96,8 +132,9 @@ int run(const tools::arguments& args) {
   const auto& info = dataset->info();
 
   std::string model_name = args.get("--model");
+  std::map<std::string, std::string> meta;
+  if (!random_init) meta = tools::checkpoint_metadata_of(args.get("--checkpoint"));
   if (model_name.empty() && !random_init) {
-    const auto meta = tools::checkpoint_metadata_of(args.get("--checkpoint"));
     const auto it = meta.find("model");
     require<tools::usage_error>(it != meta.end(), "--model is required: ", args.get("--checkpoint"),
                                 " has no \"model\" metadata entry");
@@ -105,6 +142,7 @@ int run(const tools::arguments& args) {
   }
   require<tools::usage_error>(!model_name.empty(), "--model is required with --random-init");
   tools::require_known_model(model_name, models::model_names());
+  const std::string model_options = tools::model_options(args, meta, model_name);
 
   eval::evaluate_options options;
   options.inference = tools::inference_from(args);
@@ -116,7 +154,7 @@ int run(const tools::arguments& args) {
 
   return models::with_model(model_name, [&](auto tag) {
     using model_type = typename decltype(tag)::type;
-    model_type model(info.num_classes);
+    auto model = models::make_model<model_type>(info.num_classes, model_options);
     if (!random_init) tools::load_weights(model, args.get("--checkpoint"));
     const size_t count = options.max_images ? std::min(options.max_images, dataset->size())
                                             : dataset->size();
@@ -147,6 +185,13 @@ int run(const tools::arguments& args) {
     std::printf("time            %.1f s for %zu images (%.3f s/image)\n", result.seconds,
                 result.images, result.images ? result.seconds / double(result.images) : 0.0);
 
+    if constexpr (eval::has_level_map<model_type>::value) {
+      if (args.has("--saf-levels")) print_saf_levels(model, *dataset, options.max_images, info);
+    } else {
+      require<tools::usage_error>(!args.has("--saf-levels"), "--saf-levels needs a SaF model, not ",
+                                  model.name());
+    }
+
     if (args.has("--json")) {
       std::ofstream out(args.get("--json"));
       require<io_error>(bool(out), "segkit_eval: cannot write ", args.get("--json"));
@@ -176,8 +221,8 @@ int run(const tools::arguments& args) {
 int main(int argc, char** argv) {
   try {
     const tools::arguments args(
-        argc, argv, {"--help", "--flip", "--quiet", "--random-init"},
-        {"--dataset", "--data-root", "--split", "--checkpoint", "--model", "--scales", "--window",
+        argc, argv, {"--help", "--flip", "--quiet", "--random-init", "--saf-levels"},
+        {"--dataset", "--data-root", "--split", "--checkpoint", "--model", "--options", "--scales", "--window",
          "--boundary-radius", "--limit", "--threads", "--json", "--synthetic-count",
          "--synthetic-size", "--synthetic-seed"});
     return run(args);

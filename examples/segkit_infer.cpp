@@ -34,6 +34,7 @@ With --data-root (and --dataset), segments the first --limit images of a dataset
 and also writes <name>_compare.png: the image, its ground truth and the prediction side by side.
 
   --checkpoint FILE  weights (a trainer checkpoint or any file with the model's tensor names)
+  --options K=V,...  the method's options (default: the checkpoint's, else the defaults)
   --model NAME       model type (default: the checkpoint's "model" metadata); one of
                      MODEL_NAMES
   --dataset NAME     class count, names and palette of a dataset (camvid, ade20k, cityscapes,
@@ -110,6 +111,7 @@ int run(const tools::arguments& args) {
                               random_init ? "--random-init" : "the checkpoint has no \"model\" metadata",
                               ")");
   tools::require_known_model(model_name, models::model_names());
+  const std::string model_options = tools::model_options(args, meta, model_name);
 
   data::dataset_info info;
   if (args.has("--classes")) {
@@ -145,7 +147,7 @@ int run(const tools::arguments& args) {
 
   return models::with_model(model_name, [&](auto tag) {
     using model_type = typename decltype(tag)::type;
-    model_type model(info.num_classes);
+    auto model = models::make_model<model_type>(info.num_classes, model_options);
     if (!random_init) tools::load_weights(model, args.get("--checkpoint"));
     model.eval();
     std::printf("segkit_infer: %s, %d classes, %s, %zu image(s) -> %s\n", model.name().c_str(),
@@ -193,7 +195,7 @@ int run(const tools::arguments& args) {
 int main(int argc, char** argv) {
   try {
     const tools::arguments args(argc, argv, {"--help", "--flip", "--random-init"},
-                                {"--checkpoint", "--model", "--dataset", "--classes", "--out",
+                                {"--checkpoint", "--model", "--options", "--dataset", "--classes", "--out",
                                  "--scales", "--window", "--alpha", "--threads", "--data-root",
                                  "--split", "--limit"});
     return run(args);

@@ -23,6 +23,7 @@
 #include "segkit/data/loader.hpp"
 #include "segkit/data/synthetic_scenes.hpp"
 #include "segkit/eval/inference.hpp"
+#include "segkit/eval/saf_diagnostics.hpp"
 #include "segkit/models/zoo.hpp"
 #include "segkit/tensor/mac_counter.hpp"
 #include "segkit/train/checkpoint.hpp"
@@ -42,7 +43,11 @@ const char* const usage_text = R"(usage: segkit_train [options]
   --dataset NAME         camvid (default), ade20k, cityscapes, pascal_context, coco_stuff,
                          coco_stuff164k, coco_stuff10k, synthetic
   --data-root DIR        dataset folder (default ../shared/data/<dataset>)
-  --model NAME           fcn-resnet18 (default), fcn-resnet50, fcn-resnet18-w25
+  --model NAME           fcn-resnet18 (default), fcn-resnet50, saf-resnet18, hfgd-resnet18,
+                         ocr-resnet18, and the quarter-width fcn/saf/hfgd/ocr-resnet18-w25
+  --options K=V,...      the method's options (docs/saf.md, docs/hfgd.md, docs/ocr.md), e.g.
+                         "ablation=C" or "relabel=gt,tau=0.4" (saf), "hfgm=0,output_stride=2"
+                         (hfgd), "object_context=0" (ocr: the plain baseline head)
   --width PERCENT        backbone width: 100 = the model as named, else "<model>-w<PERCENT>"
   --pretrained FILE      backbone weights (safetensors, torchvision names; see docs/backbones.md)
   --crop HxW             training crop                                  [dataset default]
@@ -67,6 +72,8 @@ const char* const usage_text = R"(usage: segkit_train [options]
   --log-every N          progress line + metrics record every N iterations (default 10)
   --progress auto|bar|lines   progress bar on a terminal (auto), or plain lines
   --synthetic-count N  --synthetic-size HxW   the synthetic dataset (train; val uses seed+1)
+  --preview N            after training, write out/preview_<i>.png for the first N val images:
+                         input | ground truth | prediction (| SaF's level map) (default 0)
   --help
 
 Outputs in --out: config.conf, metrics.csv (train logs), eval.csv, metrics.jsonl (both),
@@ -85,7 +92,8 @@ const std::set<std::string> value_keys{
     "optimizer",  "lr",           "weight-decay",   "momentum",       "min-lr",
     "schedule",   "warmup",       "eval-every",     "eval-images",    "eval-scale",
     "checkpoint-every", "out",    "stop-after",     "threads",        "seed",
-    "log-every",  "progress",     "synthetic-count", "synthetic-size"};
+    "log-every",  "progress",     "synthetic-count", "synthetic-size", "options",
+    "preview"};
 
 settings dataset_defaults(const std::string& dataset) {
   settings s{{"model", "fcn-resnet18"}, {"width", "100"},     {"optimizer", "sgd"},
@@ -94,7 +102,7 @@ settings dataset_defaults(const std::string& dataset) {
              {"scale-range", "0.5,2"},  {"eval-images", "0"}, {"eval-scale", "1"},
              {"threads", "2"},          {"seed", "0"},        {"log-every", "10"},
              {"progress", "auto"},      {"stop-after", "0"},  {"synthetic-count", "200"},
-             {"synthetic-size", "256x256"}};
+             {"synthetic-size", "256x256"}, {"options", ""},      {"preview", "0"}};
   auto set = [&](settings more) {
     for (auto& [k, v] : more) s[k] = v;
   };
@@ -116,7 +124,7 @@ settings dataset_defaults(const std::string& dataset) {
          {"checkpoint-every", "8000"}});
   else  // synthetic: a smoke run in minutes
     set({{"crop", "128x128"}, {"batch", "4"}, {"iters", "200"}, {"eval-every", "100"},
-         {"eval-images", "16"}, {"checkpoint-every", "50"}, {"model", "fcn-resnet18-w25"}});
+         {"eval-images", "16"}, {"checkpoint-every", "50"}, {"model", "saf-resnet18-w25"}});
   return s;
 }
 
@@ -253,7 +261,7 @@ int train_model(const settings& s, const datasets& data) {
   lo.skip_bad = flag(s, "skip-bad");
   data::loader loader(*data.train, lo);
 
-  Model model(info.num_classes, seed);
+  Model model = models::make_model<Model>(info.num_classes, s.at("options"), seed);
   const shape input{lo.batch_size, 3, lo.augment.crop_h, lo.augment.crop_w};
   model.setup(input);
   std::printf("segkit_train: %s on %s (%d classes, %zu train / %zu val images), %d threads\n",
@@ -335,7 +343,16 @@ int train_model(const settings& s, const datasets& data) {
     for (const auto& line : loader.bad_files()) std::printf("    %s\n", line.c_str());
   }
   if (!r.last_checkpoint.empty()) std::printf("  checkpoint: %s\n", r.last_checkpoint.c_str());
-  return r.interrupted ? 130 : 0;
+  if (r.interrupted) return 130;
+  const auto previews = std::min<size_t>(size_t(integer(s, "preview")), data.val->size());
+  for (size_t i = 0; i < previews; ++i) {
+    const std::string path = o.out_dir + "/preview_" + std::to_string(i) + ".png";
+    const auto panels = eval::prediction_panels(model, data.val->load(i), info);
+    data::write_png(path, data::side_by_side(panels));
+    std::printf("  preview: %s (input | ground truth | prediction%s)\n", path.c_str(),
+                panels.size() > 3 ? " | level map: coarsest dark ... finest yellow" : "");
+  }
+  return 0;
 }
 
 }  // namespace
@@ -383,6 +400,11 @@ int main(int argc, char** argv) {
       std::string list;
       for (const auto& n : known_models) list += (list.empty() ? "" : ", ") + n;
       throw usage_error("unknown model \"" + model + "\"; expected one of: " + list);
+    }
+    try {
+      models::check_model_options(model, s.at("options"));
+    } catch (const value_error& e) {
+      throw usage_error(e.what());
     }
     const auto known_datasets = data::dataset_names();
     require<usage_error>(dataset == "synthetic" || std::find(known_datasets.begin(),

@@ -20,7 +20,10 @@
 //         logits are summed into place and divided by the count of windows covering each pixel;
 //     l is mirrored back when flipped, resized bilinearly to H x W, and ADDED to the result.
 //   model.setup(shape) is called only when the shape a forward needs differs from
-//   model.input_shape(), so a fixed-size evaluation plans once.
+//   model.input_shape(), so a fixed-size evaluation plans once. A model with
+//   `int64_t size_multiple() const` (SaF, HFGD: strides and pyramid cells need H and W divisible
+//   by it) gets x zero-padded at the bottom and right to the next multiple (zero = the mean
+//   colour after normalisation; mmseg's size_divisor padding) and its logits cropped back.
 // evaluate() runs the model in eval mode (restoring train mode if it was on), normalises each
 // example with data::normalize (data/augment.hpp: mmseg's ImageNet mean/std on 0..255 RGB),
 // takes argmax_classes of the summed logits and fills two confusion matrices: every labelled
@@ -63,6 +66,11 @@ template <class Model>
 struct model_device<Model, std::void_t<typename Model::device_type>> {
   using type = typename Model::device_type;
 };
+template <class Model, class = void>
+struct has_size_multiple : std::false_type {};
+template <class Model>
+struct has_size_multiple<Model, std::void_t<decltype(std::declval<const Model&>().size_multiple())>>
+    : std::true_type {};
 
 inline void check_inference_options(const inference_options& options) {
   require<value_error>(!options.scales.empty(), "predict_logits: no scales given");
@@ -114,9 +122,35 @@ inline host_tensor<float> crop(const host_tensor<float>& x, int64_t y0, int64_t 
   return y;
 }
 
-// One forward at the shape of `images` (set up only when the shape changed); host logits.
+// x zero-padded at the bottom and right to h x w.
+inline host_tensor<float> pad_to(const host_tensor<float>& x, int64_t h, int64_t w) {
+  const int64_t planes = x.size(0) * x.size(1), xh = x.size(2), xw = x.size(3);
+  auto y = host_tensor<float>::zeros({x.size(0), x.size(1), h, w});
+  for (int64_t p = 0; p < planes; ++p)
+    for (int64_t r = 0; r < xh; ++r)
+      std::copy(x.data() + (p * xh + r) * xw, x.data() + (p * xh + r + 1) * xw,
+                y.data() + (p * h + r) * w);
+  return y;
+}
+
+template <class Model>
+host_tensor<float> forward_unpadded(Model& model, const host_tensor<float>& images);
+
+// One forward at the shape of `images` (set up only when the shape changed; padded to the
+// model's size_multiple() when it has one); host logits.
 template <class Model>
 host_tensor<float> forward_once(Model& model, const host_tensor<float>& images) {
+  if constexpr (has_size_multiple<Model>::value) {
+    const int64_t m = model.size_multiple(), h = images.size(2), w = images.size(3);
+    const int64_t ph = (h + m - 1) / m * m, pw = (w + m - 1) / m * m;
+    if (ph != h || pw != w)
+      return crop(forward_unpadded(model, pad_to(images, ph, pw)), 0, h, 0, w);
+  }
+  return forward_unpadded(model, images);
+}
+
+template <class Model>
+host_tensor<float> forward_unpadded(Model& model, const host_tensor<float>& images) {
   using device = typename model_device<Model>::type;
   if (model.input_shape() != images.shape()) model.setup(images.shape());
   if constexpr (std::is_same_v<device, cpu>) {

@@ -5,7 +5,8 @@
 //   resized (align_corners = false) to the image size; forward_backward adds the head's losses
 //   (ce_fine + ce_coarse + CAR intra/inter/c2p, weights 1) and, when AuxChannels > 0, mmseg's
 //   auxiliary FCN head on feature 2 (stride 16, 1 conv) with weight 0.4 (METHODS recipe).
-//   Variants (runtime): hfgd_options {hfgm, axial, output_stride 4/2, car_weight}; SFPN
+//   Variants (runtime): hfgd_options {hfgm, axial, output_stride 4/2, car_weight}, also from a
+//   string (parse_hfgd_options); SFPN
 //   instead of U-SFPN: LeadKernel = 1 with output_stride 4.
 // Names: backbone.<torchvision>, decode_head.<hfgd_head names>, auxiliary_head.* (fcn's).
 // Guarantees: as models::fcn (setup warm-up, no allocation afterwards in the graph parts,
@@ -18,9 +19,23 @@
 #include "segkit/models/fcn.hpp"
 #include "segkit/models/hfgd_head.hpp"
 #include "segkit/models/model.hpp"
+#include "segkit/models/option_string.hpp"
 #include "segkit/models/warm_up.hpp"
 
 namespace segkit::models {
+
+// "hfgm=0,axial=0,output_stride=2,car_weight=0.5" (any subset; "" = defaults): the tools'
+// --options for HFGD models. SFPN instead of U-SFPN is a model name (hfgd-sfpn-*), not an option:
+// it changes the lead convolutions' shape.
+inline hfgd_options parse_hfgd_options(const std::string& text) {
+  const option_string o(text, "hfgd options", {"hfgm", "axial", "output_stride", "car_weight"});
+  hfgd_options r;
+  r.hfgm = o.boolean("hfgm", r.hfgm);
+  r.axial = o.boolean("axial", r.axial);
+  r.output_stride = o.choice("output_stride", 0, {"4", "2"}) == 0 ? 4 : 2;
+  r.car_weight = o.number("car_weight", r.car_weight, 0, 1e3);
+  return r;
+}
 
 template <class Backbone, int AuxChannels = 0, int Cae = 512, int Key = 64, int Fpn = 256,
           int LeadKernel = 3>
@@ -49,9 +64,15 @@ class hfgd {
   std::string name() const { return model_name(); }
   int num_classes() const { return head_.num_classes(); }
 
+  // H and W must be multiples of the backbone's stride 32 (eval/inference.hpp pads to it).
+  int64_t size_multiple() const { return 32; }
+
   shape setup(const shape& images) {
-    require<shape_error>(images.rank() == 4 && images[1] == 3, model_name(),
-                         " setup: images of shape ", images.to_string(), " are not [N, 3, H, W]");
+    require<shape_error>(images.rank() == 4 && images[1] == 3 && images[2] > 0 && images[3] > 0 &&
+                             images[2] % 32 == 0 && images[3] % 32 == 0,
+                         model_name(), " setup: images of shape ", images.to_string(),
+                         " are not [N, 3, H, W] with H and W positive multiples of 32 (the "
+                         "FPN adds stride-32 features upsampled to stride 16, 8 and 4)");
     const auto features = backbone_.setup(images);
     std::array<shape, 4> fs;
     for (int i = 0; i < 4; ++i) fs[size_t(i)] = features[size_t(i)];

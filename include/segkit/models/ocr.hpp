@@ -7,7 +7,8 @@
 //     bilinear resize (align_corners false) of the logits to the image size; forward_backward
 //     adds OHEM CE (or CE) of the logits + 0.4 CE of the aux logits (models::ocr_loss).
 //   models::ocr_options: head options (object_context false = the plain baseline head; dropout)
-//     and loss options (ohem, thresh, min_kept, aux_weight).
+//     and loss options (ohem, thresh, min_kept, aux_weight); parse_ocr_options reads them from
+//     a "key=value,..." string (the tools' --options).
 // Names: backbone.<torchvision names>, decode_head.0.* (aux head), decode_head.1.* (OCR head),
 //   mmseg's OCRNet state_dict (see ocr_head.hpp).
 // Requires: features 2 and 3 of the backbone at the same resolution (a dilated ResNet at output
@@ -24,6 +25,7 @@
 #include <vector>
 
 #include "segkit/models/model.hpp"
+#include "segkit/models/option_string.hpp"
 #include "segkit/models/warm_up.hpp"
 #include "segkit/models/ocr_head.hpp"
 #include "segkit/tensor/mac_counter.hpp"
@@ -34,6 +36,21 @@ struct ocr_options {
   ocr_head_options head{};
   ocr_loss_options loss{};
 };
+
+// "object_context=0" (the plain baseline head), "ohem=0", "thresh=0.6", "min_kept=50000",
+// "aux_weight=0.4", "dropout=0" (any subset; "" = defaults): the tools' --options for OCR models.
+inline ocr_options parse_ocr_options(const std::string& text) {
+  const option_string o(text, "ocr options",
+                        {"object_context", "dropout", "ohem", "thresh", "min_kept", "aux_weight"});
+  ocr_options r;
+  r.head.object_context = o.boolean("object_context", r.head.object_context);
+  r.head.dropout = o.boolean("dropout", r.head.dropout);
+  r.loss.ohem = o.boolean("ohem", r.loss.ohem);
+  r.loss.thresh = float(o.number("thresh", r.loss.thresh, 0, 1));
+  r.loss.min_kept = o.integer("min_kept", int(r.loss.min_kept), -1, 1 << 30);
+  r.loss.aux_weight = o.number("aux_weight", r.loss.aux_weight, 0, 1e3);
+  return r;
+}
 
 template <class Backbone, int Channels = 512, int KeyChannels = 256, int AuxChannels = 256>
 class ocr {

@@ -12,7 +12,8 @@
 //       own terms under saf_options), backward through head, decoder and backbone.
 //   saf(num_classes, seed) uses saf_options{} (the paper's final method, ablation I);
 //   saf(num_classes, options, seed) any ablation (models/saf_parts.hpp: saf_options).
-// Requires: image height and width multiples of 32 and of 4 * 2^(L-1) (setup names the shape).
+// Requires: image height and width multiples of 32 and of the coarsest cell, 4 * scales()[0]
+//   (size_multiple(); setup names the shape, eval/inference.hpp pads to it).
 // Names: backbone.<torchvision>, decoder.<resnet_decoder names>, decode_head.<saf_head names>.
 // Guarantees: as models::fcn: setup plans every buffer and runs the shared warm-up
 //   (models/warm_up.hpp), forward / forward_backward allocate nothing afterwards, backward ADDS
@@ -59,8 +60,13 @@ class saf {
   std::string name() const { return model_name(); }
   int num_classes() const { return head_.num_classes(); }
 
+  // H and W must be multiples of this (eval/inference.hpp pads to it).
+  int64_t size_multiple() const {
+    return std::max<int64_t>(32, feature_stride * head_.scales()[0]);
+  }
+
   shape setup(const shape& images) {
-    const int64_t multiple = std::max<int64_t>(32, feature_stride << (head_.levels() - 1));
+    const int64_t multiple = size_multiple();
     require<shape_error>(images.rank() == 4 && images[1] == 3 && images[2] % multiple == 0 &&
                              images[3] % multiple == 0 && images[2] > 0 && images[3] > 0,
                          model_name(), " setup: images of shape ", images.to_string(),
