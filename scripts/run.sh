@@ -60,10 +60,25 @@ case "$mode" in
     # RelWithDebInfo keeps the sanitised suite fast enough while keeping line numbers.
     configure "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSEGKIT_CUDA=OFF -DSEGKIT_BUILD_BENCHMARKS=OFF \
       -DSEGKIT_BUILD_EXAMPLES=OFF -DSEGKIT_NATIVE=OFF -DSEGKIT_SANITIZE=address,undefined
-    cmake --build "$dir" --parallel "$jobs"
+    # The whole-model parity tests (ResNet, HRNet, decoder, FCN, SaF, HFGD, OCR, the 50-layer
+    # graph) are left out here: each is a large template instantiation that more than doubles
+    # the sanitised build on 2 cores (CI must stay under 60 minutes), and the ops, layers,
+    # losses, loader and trainer they are made of are all sanitised through their own tests.
+    # The CPU stage runs them. SEGKIT_SANITIZE_ALL=1 builds and runs everything.
+    if [ "${SEGKIT_SANITIZE_ALL:-0}" = 1 ]; then
+      cmake --build "$dir" --parallel "$jobs"
+      skipped=consumer_project
+    else
+      heavy='^test_(resnet|resnet_decoder|hrnet|fcn|hfgd|ocr|saf|graph_fifty_layers|mac_counter)$'
+      targets=$(cd tests && ls test_*.cpp | sed 's/\.cpp$//' | grep -Ev "$heavy")
+      # shellcheck disable=SC2086
+      cmake --build "$dir" --parallel "$jobs" --target $targets segkit_headers_self_contained
+      # Catch2 registers an unbuilt test program as <name>_NOT_BUILT.
+      skipped='consumer_project|_NOT_BUILT'
+    fi
     # Two test processes at once, two OpenMP threads each, would oversubscribe two cores.
     OMP_NUM_THREADS=1 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-      ctest --test-dir "$dir" --output-on-failure --parallel "$jobs" -E consumer_project
+      ctest --test-dir "$dir" --output-on-failure --parallel "$jobs" -E "$skipped"
     ;;
   cuda)
     need_packages "${base_packages[@]}"
