@@ -11,6 +11,7 @@
 #include <random>
 #include <set>
 
+#include "slope_check.hpp"
 #include "segkit/models/saf_head.hpp"
 #include "segkit/tensor/safetensors.hpp"
 
@@ -273,7 +274,8 @@ TEST_CASE("saf ablations: finite differences on APNB, plain, auxiliary and K hea
       {'A', {"semantic.levels.3.cls.conv2.weight", "semantic.input.bias"}},
       {'J', {"semantic.levels.0.cls.conv2.weight", "semantic.levels.2.agg.conv1.conv.weight"}},
       {'K', {"unity.heads.0.weight", "semantic.levels.0.query.weight"}}};
-  int checked = 0, kinks = 0, total = 0;
+  testing::slope_tally tally;
+  int total = 0;
   for (const auto& [id, names] : cases) {
     INFO("ablation " << id);
     auto o = golden_options(id);
@@ -297,31 +299,16 @@ TEST_CASE("saf ablations: finite differences on APNB, plain, auxiliary and K hea
         const host_tensor<float> g = p.grad.clone();
         for (int64_t i : {int64_t(0), p.value.numel() / 2, p.value.numel() - 1}) {
           ++total;
-          const float keep = p.value[i], eps = 1e-3f;
-          const double centre = loss_at();
-          p.value[i] = keep + eps;
-          const double up = loss_at();
-          p.value[i] = keep - eps;
-          const double down = loss_at();
-          p.value[i] = keep;
-          // A ReLU kink inside [keep - eps, keep + eps] makes the one-sided slopes disagree;
-          // such an element says nothing about the gradient, so it is counted, not checked.
-          const double forward = (up - centre) / eps, backward = (centre - down) / eps;
-          if (std::abs(forward - backward) > 0.02 * std::abs(forward + backward) + 1e-3) {
-            ++kinks;
-            continue;
-          }
-          ++checked;
           INFO(name << "[" << i << "]");
-          CHECK((up - down) / (2 * eps) == Approx(g[i]).margin(2e-3).epsilon(2e-2));
+          testing::check_slope(loss_at, p.value[i], g[i], {}, tally);
         }
       });
       INFO(want);
       CHECK(found);
     }
   }
-  INFO(kinks << " of " << total << " elements skipped at a kink");
-  CHECK(checked >= total - 6);
+  INFO(tally.kinks << " of " << total << " elements skipped at a kink");
+  CHECK(tally.checked >= total - 6);
 }
 
 TEST_CASE("saf ablations: option strings", "[saf][ablation]") {
