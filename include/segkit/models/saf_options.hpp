@@ -174,12 +174,6 @@ inline std::vector<int64_t> parse_saf_list(const std::string& key, const std::st
                        "\", expected positive integers separated by ':' (e.g. 8:1)");
   return out;
 }
-// option_string::integer evaluates its error message (values_.at(key)) even when the key is
-// absent, so it is only asked about keys that are present.
-inline int saf_integer(const option_string& s, const std::string& key, int fallback, int low,
-                       int high) {
-  return s.has(key) ? s.integer(key, fallback, low, high) : fallback;
-}
 template <size_t N>
 std::vector<std::string> saf_names(const char* const (&names)[N]) {
   return std::vector<std::string>(names, names + N);
@@ -205,28 +199,28 @@ inline saf_options parse_saf_options(const std::string& text, saf_options base =
     o = saf_ablation(id[0]);
   }
   if (s.has("levels")) {
-    o.levels = detail::saf_integer(s, "levels", o.levels, 2, ops::max_pyramid_levels);
+    o.levels = s.integer("levels", o.levels, 2, ops::max_pyramid_levels);
     o.scales.clear();
   }
   if (s.has("scales")) {
     o.scales = detail::parse_saf_list("scales", s.text("scales", ""));
     o.levels = int(o.scales.size());
   }
-  o.semantic_channels = detail::saf_integer(s, "ds", o.semantic_channels, 1, 1 << 16);
-  o.unity_channels = detail::saf_integer(s, "du", o.unity_channels, 1, 1 << 16);
+  o.semantic_channels = s.integer("ds", o.semantic_channels, 1, 1 << 16);
+  o.unity_channels = s.integer("du", o.unity_channels, 1, 1 << 16);
   o.relabel = ops::relabel_mode(
       s.choice("relabel", size_t(o.relabel), detail::saf_names(detail::saf_relabel_names)));
   o.tau = float(s.number("tau", o.tau, 0.0, 1.0));
   if (s.has("sampling"))
     o.sampling_sizes = detail::parse_saf_list("sampling", s.text("sampling", ""));
-  o.ignore_index = detail::saf_integer(s, "ignore", o.ignore_index, -(1 << 30), 1 << 30);
+  o.ignore_index = s.integer("ignore", o.ignore_index, -(1 << 30), 1 << 30);
   o.context = saf_context(
       s.choice("context", size_t(o.context), detail::saf_names(detail::saf_context_names)));
   o.output =
       saf_output(s.choice("output", size_t(o.output), detail::saf_names(detail::saf_output_names)));
   o.aux_weight = float(s.number("aux_weight", o.aux_weight, 0.0, 1e3));
-  o.anl_key_channels = detail::saf_integer(s, "anl_key", o.anl_key_channels, 0, 1 << 16);
-  o.anl_value_channels = detail::saf_integer(s, "anl_value", o.anl_value_channels, 0, 1 << 16);
+  o.anl_key_channels = s.integer("anl_key", o.anl_key_channels, 0, 1 << 16);
+  o.anl_value_channels = s.integer("anl_value", o.anl_value_channels, 0, 1 << 16);
   validate(o);
   return o;
 }
