@@ -56,6 +56,18 @@ PY
 "$bin/segkit_infer" --checkpoint "$work/straight/last.safetensors" --out "$work/pred" "$work/input.png"
 test -s "$work/pred/input_labels.png" && test -s "$work/pred/input_overlay.png"
 
+# SaF through the tools: an ablation chosen by --options (kept in the checkpoint and read back
+# by segkit_eval), the preview picture with the level map, the per-level report.
+saf=(--dataset synthetic --synthetic-count 8 --synthetic-size 64x64 --model saf-resnet18-w25
+     --crop 64x64 --batch 2 --iters 3 --eval-every 3 --eval-images 2 --progress lines --threads 2)
+"$bin/segkit_train" "${saf[@]}" --options "ablation=G,tau=0.4" --preview 1 --out "$work/saf"
+grep -q "options = ablation=G,tau=0.4" "$work/saf/config.conf"
+test -s "$work/saf/preview_0.png"
+"$bin/segkit_eval" --dataset synthetic --synthetic-count 2 --synthetic-size 64x64 \
+  --checkpoint "$work/saf/last.safetensors" --saf-levels --quiet > "$work/saf_eval.txt"
+grep -q "level 4" "$work/saf_eval.txt"
+grep -q "pixels answered" "$work/saf_eval.txt"
+
 # Bad command lines: exit 2 with a message naming the value.
 expect_exit() {  # expect_exit CODE PATTERN command...
   local code=$1 pattern=$2
@@ -73,4 +85,7 @@ expect_exit 2 "no-such-model" "$bin/segkit_train" "${common[@]}" --model no-such
 expect_exit 2 "camvd" "$bin/segkit_train" --dataset camvd --out "$work/bad"
 expect_exit 1 "/no/such/folder" "$bin/segkit_train" --dataset camvid --data-root /no/such/folder --out "$work/bad"
 expect_exit 1 "missing.safetensors" "$bin/segkit_eval" --dataset synthetic --checkpoint "$work/missing.safetensors"
+expect_exit 2 "tau" "$bin/segkit_train" "${saf[@]}" --options "tau=1.5" --out "$work/bad"
+expect_exit 2 "colour" "$bin/segkit_train" "${saf[@]}" --options "colour=red" --out "$work/bad"
+expect_exit 2 "takes no options" "$bin/segkit_train" "${common[@]}" --options "tau=0.5" --out "$work/bad"
 echo "tools smoke test: passed"
