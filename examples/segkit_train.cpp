@@ -301,6 +301,7 @@ int train_model(const settings& s, const datasets& data) {
                : progress == "lines" ? train::progress_mode::lines
                                      : train::progress_mode::automatic;
   o.dataset_name = info.name;
+  o.model_name = s.at("model");  // the zoo name (segkit_eval / segkit_infer rebuild it from this)
   for (const auto& [key, value] : s)
     if (key != "resume" && key != "help" && key != "config") o.metadata["config." + key] = value;
 
