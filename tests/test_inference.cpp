@@ -175,6 +175,33 @@ TEST_CASE("predict_logits: single scale is the model's logits, set up once", "[i
   testing::require_all_close(a, b, 0, 0, "repeatable");
 }
 
+// A model that only takes multiples of 8 (as SaF and HFGD need multiples of 32).
+struct multiple_of_8_model : fake_model {
+  using fake_model::fake_model;
+  int64_t size_multiple() const { return 8; }
+  shape setup(const shape& s) {
+    REQUIRE(s[2] % 8 == 0);
+    REQUIRE(s[3] % 8 == 0);
+    return fake_model::setup(s);
+  }
+};
+
+TEST_CASE("predict_logits: padded to the model's size_multiple, logits cropped back",
+          "[inference]") {
+  multiple_of_8_model m(3, 1);
+  fake_model plain(3, 1);  // same weights: the same closed form without padding
+  const auto image = random_image(1, 9, 13, 2);
+  const auto logits = eval::predict_logits(m, image, {});
+  CHECK(m.input_shape() == shape{1, 3, 16, 16});
+  REQUIRE(logits.shape() == shape{1, 3, 9, 13});
+  // Padding is at the bottom and right, so every kept pixel keeps its coordinates and value.
+  testing::require_all_close(logits, naive_predict(plain, image, {}), 1e-5f, 1e-5f, "padded");
+  eval::inference_options scaled;
+  scaled.scales = {0.75, 1.0};
+  scaled.flip = true;
+  CHECK(eval::predict_logits(m, image, scaled).shape() == shape{1, 3, 9, 13});
+}
+
 TEST_CASE("predict_logits: scales and flips summed after resizing back", "[inference]") {
   fake_model m(4, 3);
   const auto image = random_image(2, 12, 17, 4);
