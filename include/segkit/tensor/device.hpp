@@ -26,10 +26,22 @@ struct cuda {
   static constexpr const char* name = "cuda";
 };
 
-// Counts of live and total allocations made through segkit's allocators, per device kind.
+// Counts of live and total allocations made through segkit's allocators, per device kind, and
+// (cpu) the bytes they hold now and at most since the last reset_peak(): the memory a model
+// plans, without the allocator's or the C++ runtime's own overhead.
 struct allocation_counter {
   std::atomic<long long> total{0};
   std::atomic<long long> live{0};
+  std::atomic<long long> live_bytes{0};
+  std::atomic<long long> peak_bytes{0};
+
+  void add_bytes(long long bytes) {
+    const long long now = live_bytes += bytes;
+    long long peak = peak_bytes.load();
+    while (now > peak && !peak_bytes.compare_exchange_weak(peak, now)) {
+    }
+  }
+  void reset_peak() { peak_bytes = live_bytes.load(); }
 };
 
 template <class Device>
@@ -44,18 +56,24 @@ struct allocator;
 template <>
 struct allocator<cpu> {
   static constexpr size_t alignment = 64;
+  // The block's size lives in a header one alignment unit in front of the data, so that
+  // deallocate can count the bytes it gives back.
   static void* allocate(size_t bytes) {
     if (bytes == 0) return nullptr;
     const size_t rounded = (bytes + alignment - 1) / alignment * alignment;
-    void* block = std::aligned_alloc(alignment, rounded);
+    void* block = std::aligned_alloc(alignment, rounded + alignment);
     if (!block) throw std::bad_alloc();
+    *static_cast<size_t*>(block) = rounded;
     ++allocations<cpu>().total;
     ++allocations<cpu>().live;
-    return block;
+    allocations<cpu>().add_bytes(static_cast<long long>(rounded));
+    return static_cast<char*>(block) + alignment;
   }
-  static void deallocate(void* block) {
-    if (!block) return;
+  static void deallocate(void* data) {
+    if (!data) return;
+    void* block = static_cast<char*>(data) - alignment;
     --allocations<cpu>().live;
+    allocations<cpu>().add_bytes(-static_cast<long long>(*static_cast<size_t*>(block)));
     std::free(block);
   }
 };
