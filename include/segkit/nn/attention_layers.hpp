@@ -18,6 +18,7 @@
 #include "segkit/nn/layers.hpp"
 #include "segkit/ops/attention2d.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::nn {
 
@@ -53,7 +54,6 @@ struct attention2d_op {
       const shape v = value_.setup(right, context);
       y_ = tensor_type(ops::attention2d_output_shape(params_, q, k, v));
       lse_ = tensor_type(ops::attention2d_lse_shape(params_, q, k, v));
-      dq_ = tensor_type(q), dk_ = tensor_type(k), dv_ = tensor_type(v);
       return y_.shape();
     }
     const tensor_type& forward(const tensor_type& a, const tensor_type& b) {
@@ -63,11 +63,14 @@ struct attention2d_op {
     }
     void backward(const tensor_type& a, const tensor_type& b, const tensor_type& dy,
                   tensor_type* da, tensor_type* db) {
-      dq_.zero(), dk_.zero(), dv_.zero();
-      ops::attention2d_backward(params_, *q_, *k_, *v_, y_, lse_, dy, &dq_, &dk_, &dv_);
-      query_.backward(a, dq_, da);
-      key_.backward(b, dk_, db);
-      value_.backward(b, dv_, db);
+      auto& pool = default_buffer_pool<D>();
+      auto dq = pool.take_zeroed(q_->shape()), dk = pool.take_zeroed(k_->shape()),
+           dv = pool.take_zeroed(v_->shape());
+      ops::attention2d_backward(params_, *q_, *k_, *v_, y_, lse_, dy, &dq.get(), &dk.get(),
+                                &dv.get());
+      query_.backward(a, dq.get(), da);
+      key_.backward(b, dk.get(), db);
+      value_.backward(b, dv.get(), db);
     }
     void set_training(bool) {}
     void initialize(std::mt19937_64& rng) {
@@ -87,7 +90,7 @@ struct attention2d_op {
     query_type query_;
     key_type key_;
     value_type value_;
-    tensor_type y_, lse_, dq_, dk_, dv_;
+    tensor_type y_, lse_;
     const tensor_type *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
   };
 };
@@ -115,7 +118,6 @@ struct self_attention {
       attention_ = tensor_type(ops::attention2d_output_shape(params_, q, k, v));
       if constexpr (Residual) y_ = tensor_type(attention_.shape());
       lse_ = tensor_type(ops::attention2d_lse_shape(params_, q, k, v));
-      dq_ = tensor_type(q), dk_ = tensor_type(k), dv_ = tensor_type(v);
       return attention_.shape();
     }
     const tensor_type& forward(const tensor_type& x) {
@@ -126,13 +128,16 @@ struct self_attention {
       return y_;
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
-      dq_.zero(), dk_.zero(), dv_.zero();
-      ops::attention2d_backward(params_, *q_, *k_, *v_, attention_, lse_, dy, &dq_, &dk_, &dv_);
+      auto& pool = default_buffer_pool<D>();
+      auto dq = pool.take_zeroed(q_->shape()), dk = pool.take_zeroed(k_->shape()),
+           dv = pool.take_zeroed(v_->shape());
+      ops::attention2d_backward(params_, *q_, *k_, *v_, attention_, lse_, dy, &dq.get(),
+                                &dk.get(), &dv.get());
       if constexpr (Residual)
         if (dx) ops::add_into(*dx, dy);
-      query_.backward(x, dq_, dx);
-      key_.backward(x, dk_, dx);
-      value_.backward(x, dv_, dx);
+      query_.backward(x, dq.get(), dx);
+      key_.backward(x, dk.get(), dx);
+      value_.backward(x, dv.get(), dx);
     }
     void set_training(bool) {}
     // Q and K start equal (HFGD/CAR's choice): the key projection copies the query's.
@@ -154,7 +159,7 @@ struct self_attention {
     ops::attention2d_params params_ = detail::attention_params<Dk, Heads, Scale>();
     query_type query_, key_;
     value_type value_;
-    tensor_type attention_, y_, lse_, dq_, dk_, dv_;
+    tensor_type attention_, y_, lse_;
     const tensor_type *q_ = nullptr, *k_ = nullptr, *v_ = nullptr;
   };
 };

@@ -13,6 +13,7 @@
 #include "segkit/nn/layers.hpp"
 #include "segkit/ops/axial_attention.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::nn {
 
@@ -38,9 +39,6 @@ struct axial_attention {
       attended_ = tensor_type(input);
       mid_ = tensor_type(input);
       stats_ = tensor_type(ops::axial_attention_stats_shape(input, params_));
-      dq_ = tensor_type(input);
-      dk_ = tensor_type(input);
-      dv_ = tensor_type(input);
       if constexpr (Residual) y_ = tensor_type(input);
       return input;
     }
@@ -56,14 +54,14 @@ struct axial_attention {
     }
     // Reads the projections and the op's saved state from the last forward on x.
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
-      dq_.zero();
-      dk_.zero();
-      dv_.zero();
+      auto& pool = default_buffer_pool<D>();
+      auto dq = pool.take_zeroed(x.shape()), dk = pool.take_zeroed(x.shape()),
+           dv = pool.take_zeroed(x.shape());
       ops::axial_attention_backward(params_, *query_out_, *key_out_, *value_out_, mid_,
-                                    stats_, dy, &dq_, &dk_, &dv_);
-      query.backward(x, dq_, dx);
-      key.backward(x, dk_, dx);
-      value.backward(x, dv_, dx);
+                                    stats_, dy, &dq.get(), &dk.get(), &dv.get());
+      query.backward(x, dq.get(), dx);
+      key.backward(x, dk.get(), dx);
+      value.backward(x, dv.get(), dx);
       if constexpr (Residual)
         if (dx) ops::add_into(*dx, dy);
     }
@@ -89,7 +87,7 @@ struct axial_attention {
     ops::axial_attention_params params_{Heads};
     // The projections' outputs from the last forward (each conv keeps its own output buffer).
     const tensor_type *query_out_ = nullptr, *key_out_ = nullptr, *value_out_ = nullptr;
-    tensor_type attended_, mid_, stats_, dq_, dk_, dv_, y_;
+    tensor_type attended_, mid_, stats_, y_;
   };
 };
 

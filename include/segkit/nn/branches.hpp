@@ -16,6 +16,7 @@
 #include "segkit/nn/layer.hpp"
 #include "segkit/ops/concat.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::nn {
 
@@ -54,18 +55,24 @@ struct residual {
     static constexpr bool trainable = body_type::trainable || shortcut_type::trainable;
     static constexpr bool propagates = body_type::propagates || shortcut_type::propagates;
     static constexpr bool input_wants_grad = G;
+    static constexpr bool backward_reads_output = false;
 
     shape setup(const shape& input, setup_context<D>& context) {
       const shape body_out = body_.setup(input, context);
       const shape shortcut_out = shortcut_.setup(input, context);
       require_same_shape("residual setup", "the shortcut's output", shortcut_out,
                          "the body's output", body_out);
-      out_ = tensor_type(body_out);
+      out_ = sum_in_body ? tensor_type() : tensor_type(body_out);
       return body_out;
     }
     const tensor_type& forward(const tensor_type& x) {
       const tensor_type& body_out = body_.forward(x);
-      ops::add(shortcut_.forward(x), body_out, out_);
+      if constexpr (sum_in_body) {
+        out_ = body_out;  // a handle: the sum overwrites the body's output
+        ops::add_into(out_, shortcut_.forward(x));
+      } else {
+        ops::add(shortcut_.forward(x), body_out, out_);
+      }
       return out_;
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
@@ -96,6 +103,10 @@ struct residual {
     shortcut_type& shortcut() { return shortcut_; }
 
    private:
+    // The body's backward does not read its output (it ends in a conv or batch norm), so the
+    // sum may overwrite it, as PyTorch's `out += identity`.
+    static constexpr bool sum_in_body = !nn::backward_reads_output<body_type>::value;
+
     body_type body_;
     shortcut_type shortcut_;
     tensor_type out_;
@@ -125,10 +136,8 @@ struct concat {
                  branches_);
       out_ = tensor_type(ops::concat_output_shape({1}, shapes));
       parts_.assign(count, tensor_type());
-      part_grads_.clear();
-      for (const shape& s : shapes) part_grads_.emplace_back(s);
-      part_grad_pointers_.clear();
-      for (auto& g : part_grads_) part_grad_pointers_.push_back(&g);
+      part_grads_.resize(count);
+      part_grad_pointers_.assign(count, nullptr);
       part_shapes_ = shapes;
       return out_.shape();
     }
@@ -138,7 +147,11 @@ struct concat {
       return out_;
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
-      for (auto& g : part_grads_) g.zero();
+      auto& pool = default_buffer_pool<D>();
+      for (size_t i = 0; i < count; ++i) {
+        part_grads_[i] = pool.take_zeroed(part_shapes_[i]);
+        part_grad_pointers_[i] = &part_grads_[i].get();
+      }
       ops::concat_backward({1}, dy, part_shapes_, part_grad_pointers_);
       backward_each(x, dx, std::make_index_sequence<count>{});
     }
@@ -176,8 +189,9 @@ struct concat {
     void backward_one(const tensor_type& x, tensor_type* dx) {
       using branch_type = std::tuple_element_t<I, branches_type>;
       if constexpr (has_backward<branch_type>)
-        std::get<I>(branches_).backward(x, part_grads_[I],
+        std::get<I>(branches_).backward(x, part_grads_[I].get(),
                                         computes_input_grad<branch_type> ? dx : nullptr);
+      part_grads_[I].release();
     }
     template <class Each, size_t... I>
     void visit_each(const std::string& prefix, const Each& each, std::index_sequence<I...>) {
@@ -188,7 +202,8 @@ struct concat {
 
     branches_type branches_;
     tensor_type out_;
-    std::vector<tensor_type> parts_, part_grads_;  // handles to the branch outputs, their grads
+    std::vector<tensor_type> parts_;  // handles to the branch outputs
+    std::vector<typename buffer_pool<D>::lease> part_grads_;  // their gradients, in backward
     std::vector<tensor_type*> part_grad_pointers_;
     std::vector<shape> part_shapes_;
   };
@@ -222,7 +237,7 @@ struct fork {
     // Setup returns output 0's shape; output_shape(k) gives the others.
     shape setup(const shape& input, setup_context<D>& context) {
       const shape trunk_out = trunk_.setup(input, context);
-      trunk_grad_ = tensor_type(trunk_out);
+      trunk_shape_ = trunk_out;
       shapes_.clear();  // setup may run again for another input shape
       std::apply([&](auto&... head) { (shapes_.push_back(head.setup(trunk_out, context)), ...); },
                  heads_);
@@ -240,10 +255,11 @@ struct fork {
     // One gradient per output; null = that output is not in the loss.
     void backward(const tensor_type& x, const std::array<const tensor_type*, output_count>& dys,
                   tensor_type* dx) {
-      trunk_grad_.zero();
+      trunk_grad_ = default_buffer_pool<D>().take_zeroed(trunk_shape_);
       backward_heads(dys, std::make_index_sequence<output_count>{});
       if constexpr (has_backward<trunk_type>)
-        trunk_.backward(x, trunk_grad_, computes_input_grad<trunk_type> ? dx : nullptr);
+        trunk_.backward(x, trunk_grad_.get(), computes_input_grad<trunk_type> ? dx : nullptr);
+      trunk_grad_.release();
     }
     // As a single-output layer: the gradient of output 0 only.
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
@@ -294,7 +310,8 @@ struct fork {
       if constexpr (has_backward<head_type>) {
         if (dy)
           std::get<I>(heads_).backward(*trunk_output_, *dy,
-                                       computes_input_grad<head_type> ? &trunk_grad_ : nullptr);
+                                       computes_input_grad<head_type> ? &trunk_grad_.get()
+                                                                      : nullptr);
       }
     }
     template <class Each, size_t... I>
@@ -311,7 +328,8 @@ struct fork {
 
     trunk_type trunk_;
     heads_type heads_;
-    tensor_type trunk_grad_;
+    typename buffer_pool<D>::lease trunk_grad_;  // held during backward only
+    shape trunk_shape_;
     std::vector<shape> shapes_;
     std::array<const tensor_type*, output_count> outputs_{};
     const tensor_type* trunk_output_ = nullptr;

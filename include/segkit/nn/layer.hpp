@@ -16,7 +16,9 @@
 //   const tensor<float, Device>& forward(const tensor<float, Device>& x);  // allocates nothing
 //   void backward(const tensor& x, const tensor& dy, tensor* dx);  // ADDS into dx and into
 //                                                 // parameter gradients; dx is null when
-//                                                 // computes_input_grad<L> is false
+//                                                 // computes_input_grad<L> is false; any
+//                                                 // gradient of its own is leased from
+//                                                 // default_buffer_pool() (tensor/buffer_pool.hpp)
 //   void set_training(bool);
 //   void initialize(std::mt19937_64&);           // PyTorch's default initialisation
 //   visit_parameters(prefix, f) / visit_buffers(prefix, f)   (nn/parameter.hpp)
@@ -44,6 +46,21 @@ constexpr bool computes_input_grad = Layer::propagates && Layer::input_wants_gra
 // The layer has any backward work at all.
 template <class Layer>
 constexpr bool has_backward = Layer::trainable || computes_input_grad<Layer>;
+
+// A layer whose backward never reads its own output (conv, batch norm) declares
+// `static constexpr bool backward_reads_output = false`; the next activation in a seq may then
+// overwrite that output in place. Without the declaration a layer is assumed to read it.
+template <class Layer, class = void>
+struct backward_reads_output : std::true_type {};
+template <class Layer>
+struct backward_reads_output<Layer, std::void_t<decltype(Layer::backward_reads_output)>>
+    : std::bool_constant<Layer::backward_reads_output> {};
+
+template <class Layer, class = void>
+struct can_run_in_place : std::false_type {};
+template <class Layer>
+struct can_run_in_place<Layer, std::void_t<decltype(Layer::can_run_in_place)>>
+    : std::bool_constant<Layer::can_run_in_place> {};
 
 // Whether the output of a layer wants a gradient, given what its input wanted.
 template <class Layer>

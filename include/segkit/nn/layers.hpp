@@ -88,6 +88,7 @@ struct conv {
     using tensor_type = tensor<float, D>;
     static constexpr int out_channels = Out;
     static constexpr bool trainable = true, propagates = true, input_wants_grad = G;
+    static constexpr bool backward_reads_output = false;
 
     layer() : weight({Out, C / Groups, Kernel, Kernel}) {
       if constexpr (Bias) bias = parameter<D>({Out});
@@ -138,6 +139,7 @@ struct batch_norm {
     using tensor_type = tensor<float, D>;
     static constexpr int out_channels = C;
     static constexpr bool trainable = true, propagates = true, input_wants_grad = G;
+    static constexpr bool backward_reads_output = false;
 
     layer()
         : weight({C}),
@@ -215,11 +217,22 @@ struct activation_layer {
    public:
     using tensor_type = tensor<float, D>;
     static constexpr int out_channels = C;
+    // The slope can be read from the output alone (as PyTorch's inplace=True needs), so the
+    // output may overwrite the input when nothing else reads that input (seq decides).
+    static constexpr bool can_run_in_place =
+        Kind != ops::activation::gelu &&
+        (Kind != ops::activation::leaky_relu || SlopeThousandths > 0);
+
+    void run_in_place() {
+      static_assert(can_run_in_place, "segkit::nn: this activation needs its input in backward");
+      in_place_ = true;
+    }
     shape setup(const shape& input, setup_context<D>&) {
-      y_ = tensor_type(input);
+      y_ = in_place_ ? tensor_type() : tensor_type(input);
       return input;
     }
     const tensor_type& forward(const tensor_type& x) {
+      if (in_place_) y_ = x;  // shares x's storage
       ops::activation_forward(params_, x, y_);
       return y_;
     }
@@ -230,6 +243,7 @@ struct activation_layer {
    private:
     ops::activation_params params_{Kind, SlopeThousandths / 1000.f};
     tensor_type y_;
+    bool in_place_ = false;
   };
 };
 using relu = activation_layer<ops::activation::relu>;

@@ -17,6 +17,7 @@
 #pragma once
 #include "segkit/nn/layer.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::nn {
 
@@ -49,8 +50,7 @@ struct merge {
     shape setup(const shape& input, setup_context<D>& context) {
       const shape left = left_.setup(input, context);
       const shape right = right_.setup(input, context);
-      if constexpr (op_grad_left) left_grad_ = tensor_type(left);
-      if constexpr (op_grad_right) right_grad_ = tensor_type(right);
+      left_shape_ = left, right_shape_ = right;
       return op_.setup(left, right, context);
     }
     const tensor_type& forward(const tensor_type& x) {
@@ -59,15 +59,18 @@ struct merge {
       return op_.forward(*left_out_, *right_out_);
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
-      if constexpr (op_grad_left) left_grad_.zero();
-      if constexpr (op_grad_right) right_grad_.zero();
+      auto& pool = default_buffer_pool<D>();
+      typename buffer_pool<D>::lease left_grad, right_grad;
+      if constexpr (op_grad_left) left_grad = pool.take_zeroed(left_shape_);
+      if constexpr (op_grad_right) right_grad = pool.take_zeroed(right_shape_);
       if constexpr (has_backward_two())
-        op_.backward(*left_out_, *right_out_, dy, op_grad_left ? &left_grad_ : nullptr,
-                     op_grad_right ? &right_grad_ : nullptr);
+        op_.backward(*left_out_, *right_out_, dy, op_grad_left ? &left_grad.get() : nullptr,
+                     op_grad_right ? &right_grad.get() : nullptr);
       if constexpr (op_grad_left && has_backward<left_type>)
-        left_.backward(x, left_grad_, computes_input_grad<left_type> ? dx : nullptr);
+        left_.backward(x, left_grad.get(), computes_input_grad<left_type> ? dx : nullptr);
+      left_grad.release();
       if constexpr (op_grad_right && has_backward<right_type>)
-        right_.backward(x, right_grad_, computes_input_grad<right_type> ? dx : nullptr);
+        right_.backward(x, right_grad.get(), computes_input_grad<right_type> ? dx : nullptr);
     }
     void set_training(bool training) {
       left_.set_training(training);
@@ -103,7 +106,7 @@ struct merge {
     left_type left_;
     right_type right_;
     op_type op_;
-    tensor_type left_grad_, right_grad_;
+    shape left_shape_, right_shape_;
     const tensor_type *left_out_ = nullptr, *right_out_ = nullptr;
   };
 };

@@ -4,8 +4,11 @@
 // list (no nesting per layer, unlike dlib's add_layer chains, so types and error messages stay
 // short); backward visits children right to left and calls only those with work: it stops at
 // the first child (from the right) whose input wants no gradient, so everything behind a
-// stop_gradient costs nothing. Children are named "0", "1", ... (nn.Sequential's names) unless
-// wrapped in named<Tag, Recipe>. The caller keeps x alive between forward and backward.
+// stop_gradient costs nothing. Memory: the gradients between children are leased from
+// default_buffer_pool() only while backward needs them, and an activation after a child whose
+// backward does not read its output (conv, batch norm) overwrites that output in place.
+// Children are named "0", "1", ... (nn.Sequential's names) unless wrapped in
+// named<Tag, Recipe>. The caller keeps x alive between forward and backward.
 #pragma once
 #include <array>
 #include <tuple>
@@ -13,6 +16,7 @@
 
 #include "segkit/nn/layer.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::nn {
 namespace detail {
@@ -54,17 +58,20 @@ struct seq {
 
    public:
     using tensor_type = tensor<float, D>;
+    using lease = typename buffer_pool<D>::lease;
     static constexpr int out_channels = chain_type::out_channels;
     static constexpr bool trainable = chain_type::trainable_reached;
     static constexpr bool propagates = chain_type::all_propagate;
     static constexpr bool input_wants_grad = G;
+    static constexpr bool backward_reads_output =
+        nn::backward_reads_output<child_type<count - 1>>::value;
 
     shape setup(const shape& input, setup_context<D>& context) {
       return setup_from<0>(input, context);
     }
     const tensor_type& forward(const tensor_type& x) { return forward_from<0>(x); }
     void backward(const tensor_type&, const tensor_type& dy, tensor_type* dx) {
-      backward_at<count - 1>(dy, dx);
+      backward_at<count - 1>(dy, lease(), dx);
     }
     const tensor_type& output() const { return *output_; }
 
@@ -110,10 +117,15 @@ struct seq {
       if constexpr (I == count) {
         return input;
       } else {
-        const shape out = std::get<I>(children_).setup(input, context);
-        if constexpr (I + 1 < count) {
-          if constexpr (computes_input_grad<child_type<I + 1>>) output_grads_[I] = tensor_type(out);
+        if constexpr (I > 0) {
+          // Child I-1's output feeds only child I and child I-1's backward does not read it,
+          // so an activation may overwrite it (PyTorch's inplace=True, decided here).
+          if constexpr (nn::can_run_in_place<child_type<I>>::value &&
+                        !nn::backward_reads_output<child_type<I - 1>>::value)
+            std::get<I>(children_).run_in_place();
         }
+        const shape out = std::get<I>(children_).setup(input, context);
+        output_shapes_[I] = out;
         return setup_from<I + 1>(out, context);
       }
     }
@@ -129,29 +141,36 @@ struct seq {
       }
     }
 
-    // dy is the gradient of child I's output; dx the caller's input gradient (or null).
+    // dy is the gradient of child I's output, held by dy_lease unless it is the caller's; dx
+    // the caller's input gradient (or null). Each gradient between two children is leased from
+    // the pool and given back as soon as the child that reads it is done.
     template <size_t I>
-    void backward_at(const tensor_type& dy, tensor_type* dx) {
+    void backward_at(const tensor_type& dy, lease dy_lease, tensor_type* dx) {
       using child = child_type<I>;
+      lease child_grad;
       if constexpr (has_backward<child>) {
         tensor_type* child_dx = nullptr;
         if constexpr (computes_input_grad<child>) {
           if constexpr (I == 0) {
             child_dx = dx;
           } else {
-            output_grads_[I - 1].zero();
-            child_dx = &output_grads_[I - 1];
+            child_grad = default_buffer_pool<D>().take_zeroed(output_shapes_[I - 1]);
+            child_dx = &child_grad.get();
           }
         }
         std::get<I>(children_).backward(*inputs_[I], dy, child_dx);
       }
-      if constexpr (I > 0 && computes_input_grad<child>) backward_at<I - 1>(output_grads_[I - 1], dx);
+      dy_lease.release();
+      if constexpr (I > 0 && computes_input_grad<child>) {
+        const tensor_type& grad = child_grad.get();
+        backward_at<I - 1>(grad, std::move(child_grad), dx);
+      }
     }
 
     children_type children_;
     std::array<const tensor_type*, count> inputs_{};
     const tensor_type* output_ = nullptr;
-    std::array<tensor_type, count> output_grads_;  // [I]: gradient of child I's output
+    std::array<shape, count> output_shapes_;
   };
 };
 
