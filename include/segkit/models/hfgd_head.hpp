@@ -38,6 +38,7 @@
 #include "segkit/ops/elementwise.hpp"
 #include "segkit/ops/resize.hpp"
 #include "segkit/train/car_loss.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 #include "segkit/train/cross_entropy.hpp"
 
 namespace segkit::models {
@@ -84,6 +85,7 @@ class hfgd_head {
 
  public:
   using tensor_type = tensor<float, Device>;
+  using lease = typename buffer_pool<Device>::lease;
   using label_tensor = tensor<int32_t, Device>;
   static constexpr std::array<int, 4> in_channels{C1, C2, C3, C4};
 
@@ -127,15 +129,13 @@ class hfgd_head {
       const shape b4 = b;
       for (auto& e : extra_) b = e.setup(b4, ctx);
     }
-    sum_ = tensor_type(b), dsum_ = tensor_type(b), du_ = tensor_type(b), da_ = tensor_type(b);
+    sum_ = tensor_type(b);
     const shape u = fuse_.setup(b, ctx);
     axial_.setup(u, ctx);
     fine_ = tensor_type(ops::conv2d_output_shape(cls_, u, weight_.shape()));
     const shape full{labels[0], num_classes_, labels[1], labels[2]};
-    coarse_full_ = tensor_type(full), fine_full_ = tensor_type(full), dfull_ = tensor_type(full);
-    dcoarse_ = tensor_type(coarse_.shape()), dfine_ = tensor_type(fine_.shape());
-    dp_ = tensor_type(p), dcae_ = tensor_type(cae), dx_ = tensor_type(x);
-    for (int i = 0; i < 4; ++i) dbranch_out_[i] = tensor_type(branch_out_shape(f));
+    coarse_full_ = tensor_type(full), fine_full_ = tensor_type(full);
+    branch_out_shape_ = branch_out_shape(f);
     small_labels_ = tensor<int32_t, cpu>(shape{x[0], x[2], x[3]});
     host_labels_ = tensor<int32_t, cpu>(labels);
     return fine_.shape();
@@ -174,68 +174,81 @@ class hfgd_head {
   // dfeatures[i] (nullptr = not wanted) receive the gradients (added).
   loss_terms loss_backward(const label_tensor& labels, const std::array<const tensor_type*, 4>& f,
                            const std::array<tensor_type*, 4>& dfeatures) {
+    // Every activation gradient is leased from the pool and given back when its reader is done.
+    auto& pool = default_buffer_pool<Device>();
     loss_terms out;
     ops::resize_forward(resize_, fine_, fine_full_);
     ops::resize_forward(resize_, coarse_, coarse_full_);
-    const double ce_fine = train::cross_entropy_forward(ce_, fine_full_, labels, ce_state_);
-    dfull_.zero();
-    train::cross_entropy_backward(ce_, fine_full_, labels, ce_state_, 1.f, dfull_);
-    dfine_.zero();
-    ops::resize_backward(resize_, dfull_, dfine_);
-    const double ce_coarse = train::cross_entropy_forward(ce_, coarse_full_, labels, ce_state_);
-    dfull_.zero();
-    train::cross_entropy_backward(ce_, coarse_full_, labels, ce_state_, 1.f, dfull_);
-    dcoarse_.zero();
-    ops::resize_backward(resize_, dfull_, dcoarse_);
+    lease dfine = pool.take_zeroed(fine_.shape()), dcoarse = pool.take_zeroed(coarse_.shape());
+    double ce_fine = 0, ce_coarse = 0;
+    {
+      lease dfull = pool.take_zeroed(fine_full_.shape());
+      ce_fine = train::cross_entropy_forward(ce_, fine_full_, labels, ce_state_);
+      train::cross_entropy_backward(ce_, fine_full_, labels, ce_state_, 1.f, dfull.get());
+      ops::resize_backward(resize_, dfull.get(), dfine.get());
+      ce_coarse = train::cross_entropy_forward(ce_, coarse_full_, labels, ce_state_);
+      dfull.get().zero();
+      train::cross_entropy_backward(ce_, coarse_full_, labels, ce_state_, 1.f, dfull.get());
+      ops::resize_backward(resize_, dfull.get(), dcoarse.get());
+    }
 
     copy_into(labels, host_labels_);
     train::resize_labels_nearest(host_labels_, small_labels_);
-    dx_.zero();
+    lease dx = pool.take_zeroed(x_car_->shape());
     car_.num_classes = num_classes_;
     const train::car_terms car =
         train::car_forward(car_, *x_car_, small_labels_, car_state_,
-                           options_.car_weight != 0 ? &dx_ : nullptr, float(options_.car_weight));
+                           options_.car_weight != 0 ? &dx.get() : nullptr,
+                           float(options_.car_weight));
     out.terms = {{"ce_fine", ce_fine},   {"ce_coarse", ce_coarse}, {"car_intra", car.intra},
                  {"car_inter", car.inter}, {"car_c2p", car.c2p}};
     out.total = ce_fine + ce_coarse + options_.car_weight * car.total(car_);
 
     // fine path
-    da_.zero();
-    if (options_.hfgm)
-      ops::conv2d_backward(cls_, *a_, weight_.value, dfine_, &da_, nullptr, nullptr);
-    else
-      ops::conv2d_backward(cls_, *a_, fine_weight_.value, dfine_, &da_, &fine_weight_.grad,
-                           &fine_bias_.grad);
-    tensor_type* du = &da_;
-    if (options_.axial) {
-      du_.zero();
-      axial_.backward(*u_, da_, &du_);
-      du = &du_;
-    }
-    dsum_.zero();
-    fuse_.backward(sum_, *du, &dsum_);
-    const bool pass = !options_.hfgm;  // stop-gradients on every U-SFPN input under HFGM
-    dcae_.zero();
-    for (int i = 0; i < 4; ++i) {
-      const tensor_type* dbranch = &dsum_;
-      if (options_.output_stride == 2) {
-        dbranch_out_[i].zero();
-        extra_[i].backward(*branch_out_[i], dsum_, &dbranch_out_[i]);
-        dbranch = &dbranch_out_[i];
+    lease dcae = pool.take_zeroed(cae_->shape());
+    {
+      lease da = pool.take_zeroed(a_->shape());
+      if (options_.hfgm)
+        ops::conv2d_backward(cls_, *a_, weight_.value, dfine.get(), &da.get(), nullptr, nullptr);
+      else
+        ops::conv2d_backward(cls_, *a_, fine_weight_.value, dfine.get(), &da.get(),
+                             &fine_weight_.grad, &fine_bias_.grad);
+      dfine.release();
+      if (options_.axial) {
+        lease du = pool.take_zeroed(u_->shape());
+        axial_.backward(*u_, da.get(), &du.get());
+        da = std::move(du);
       }
-      tensor_type* din = pass ? (i < 3 ? dfeatures[size_t(i)] : &dcae_) : nullptr;
-      if (i == 0) branch0_.backward(*inputs_[0], *dbranch, din);
-      if (i == 1) branch1_.backward(*inputs_[1], *dbranch, din);
-      if (i == 2) branch2_.backward(*inputs_[2], *dbranch, din);
-      if (i == 3) branch3_.backward(*inputs_[3], *dbranch, din);
+      lease dsum = pool.take_zeroed(sum_.shape());
+      fuse_.backward(sum_, da.get(), &dsum.get());
+      da.release();
+      const bool pass = !options_.hfgm;  // stop-gradients on every U-SFPN input under HFGM
+      for (int i = 0; i < 4; ++i) {
+        const tensor_type* dbranch = &dsum.get();
+        lease dbranch_out;
+        if (options_.output_stride == 2) {
+          dbranch_out = pool.take_zeroed(branch_out_shape_);
+          extra_[i].backward(*branch_out_[i], dsum.get(), &dbranch_out.get());
+          dbranch = &dbranch_out.get();
+        }
+        tensor_type* din = pass ? (i < 3 ? dfeatures[size_t(i)] : &dcae.get()) : nullptr;
+        if (i == 0) branch0_.backward(*inputs_[0], *dbranch, din);
+        if (i == 1) branch1_.backward(*inputs_[1], *dbranch, din);
+        if (i == 2) branch2_.backward(*inputs_[2], *dbranch, din);
+        if (i == 3) branch3_.backward(*inputs_[3], *dbranch, din);
+      }
     }
     // coarse path
-    dp_.zero();
-    ops::conv2d_backward(cls_, *proj_out_, weight_.value, dcoarse_, &dp_, &weight_.grad,
-                         &bias_.grad);
-    proj_.backward(*cae_, dp_, &dcae_);
-    cae_post_.backward(*x_car_, dcae_, &dx_);
-    cae_pre_.backward(*f[3], dx_, dfeatures[3]);
+    {
+      lease dp = pool.take_zeroed(proj_out_->shape());
+      ops::conv2d_backward(cls_, *proj_out_, weight_.value, dcoarse.get(), &dp.get(),
+                           &weight_.grad, &bias_.grad);
+      dcoarse.release();
+      proj_.backward(*cae_, dp.get(), &dcae.get());
+    }
+    cae_post_.backward(*x_car_, dcae.get(), &dx.get());
+    dcae.release();
+    cae_pre_.backward(*f[3], dx.get(), dfeatures[3]);
     return out;
   }
 
@@ -320,9 +333,8 @@ class hfgd_head {
   train::loss_state<Device> ce_state_;
   train::car_params car_{};
   train::car_state car_state_;
-  tensor_type coarse_, fine_, sum_, dsum_, du_, da_, coarse_full_, fine_full_, dfull_, dcoarse_,
-      dfine_, dp_, dcae_, dx_;
-  std::array<tensor_type, 4> dbranch_out_;
+  tensor_type coarse_, fine_, sum_, coarse_full_, fine_full_;
+  shape branch_out_shape_;
   std::array<const tensor_type*, 4> inputs_{}, branch_out_{};
   tensor<int32_t, cpu> small_labels_, host_labels_;
   const tensor_type *x_car_ = nullptr, *cae_ = nullptr, *proj_out_ = nullptr, *u_ = nullptr,

@@ -44,6 +44,7 @@
 #include "segkit/nn/sequence.hpp"
 #include "segkit/ops/activation.hpp"
 #include "segkit/ops/elementwise.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::models {
 namespace hrnet_parts {
@@ -106,6 +107,7 @@ class hr_module {
 
  public:
   using tensor_type = tensor<float, Device>;
+  using lease = typename buffer_pool<Device>::lease;
   using inputs = std::array<const tensor_type*, 4>;
   using gradients = std::array<tensor_type*, 4>;
   static constexpr int branches = Branches;
@@ -115,10 +117,7 @@ class hr_module {
     std::array<shape, 4> b;
     static_for<B>([&](auto j) {
       b[j] = std::get<j>(branches_).setup(in[j], context);
-      dbranch_[j] = tensor_type(b[j]);
       sums_[j] = tensor_type(b[j]);
-      outs_[j] = tensor_type(b[j]);
-      dsums_[j] = tensor_type(b[j]);
     });
     static_for<B * B>([&](auto k) {
       constexpr int i = int(decltype(k)::value) / B, j = int(decltype(k)::value) % B;
@@ -145,8 +144,8 @@ class hr_module {
     });
     inputs out{};
     for (int i = 0; i < B; ++i) {
-      ops::activation_forward(relu_, sums_[i], outs_[i]);
-      out[i] = &outs_[i];
+      ops::activation_forward(relu_, sums_[i], sums_[i]);  // in place: the slope reads y
+      out[i] = &sums_[i];
     }
     return out;
   }
@@ -154,24 +153,30 @@ class hr_module {
   // Follows forward(in). dy: gradients of the outputs (null: none); dx: ADDS into the input
   // gradients (null: not wanted).
   void backward(const inputs& in, const inputs& dy, const gradients& dx) {
+    auto& pool = default_buffer_pool<Device>();
+    std::array<lease, 4> dsums, dbranch;
     bool any = false;
     for (int i = 0; i < B; ++i)
       if (dy[i]) {
-        dsums_[i].zero();
-        ops::activation_backward(relu_, sums_[i], outs_[i], *dy[i], dsums_[i]);
+        dsums[i] = pool.take_zeroed(sums_[i].shape());
+        ops::activation_backward(relu_, sums_[i], sums_[i], *dy[i], dsums[i].get());
         any = true;
       }
     if (!any) return;
-    for (int j = 0; j < B; ++j) dbranch_[j].zero();
+    for (int j = 0; j < B; ++j) dbranch[j] = pool.take_zeroed(sums_[j].shape());
     static_for<B * B>([&](auto k) {
       constexpr int i = int(decltype(k)::value) / B, j = int(decltype(k)::value) % B;
       if (!dy[i]) return;
       if constexpr (i == j)
-        ops::add_into(dbranch_[j], dsums_[i]);
+        ops::add_into(dbranch[j].get(), dsums[i].get());
       else
-        std::get<k>(fuse_).backward(*bout_[j], dsums_[i], &dbranch_[j]);
+        std::get<k>(fuse_).backward(*bout_[j], dsums[i].get(), &dbranch[j].get());
     });
-    static_for<B>([&](auto j) { std::get<j>(branches_).backward(*in[j], dbranch_[j], dx[j]); });
+    for (auto& d : dsums) d.release();
+    static_for<B>([&](auto j) {
+      std::get<j>(branches_).backward(*in[j], dbranch[j].get(), dx[j]);
+      dbranch[j].release();
+    });
   }
 
   void set_training(bool training) {
@@ -208,7 +213,7 @@ class hr_module {
   }
   branches_type branches_;
   fuse_type fuse_;
-  std::array<tensor_type, 4> sums_, outs_, dsums_, dbranch_;
+  std::array<tensor_type, 4> sums_;  // the fused sums, ReLU'd in place: the module's outputs
   std::array<const tensor_type*, 4> bout_{};
   ops::activation_params relu_{ops::activation::relu, 0.f};
 };
@@ -221,6 +226,7 @@ class hr_stage {
 
  public:
   using tensor_type = tensor<float, Device>;
+  using lease = typename buffer_pool<Device>::lease;
   using inputs = typename module_type::inputs;
   using gradients = typename module_type::gradients;
 
@@ -228,8 +234,7 @@ class hr_stage {
     std::array<shape, 4> s = in;
     for (int m = 0; m < Modules; ++m) {
       s = modules_[m].setup(s);
-      if (m + 1 < Modules)
-        for (int j = 0; j < Branches; ++j) dmid_[m][j] = tensor_type(s[j]);
+      if (m + 1 < Modules) mid_shapes_[m] = s;
     }
     return s;
   }
@@ -244,20 +249,24 @@ class hr_stage {
   }
   // dx ADDS into the stage input gradients (null: not wanted).
   void backward(const inputs& dy, const gradients& dx) {
+    // g: the gradients of module m's outputs, leased (held by g_leases) except the caller's.
     inputs g = dy;
+    std::array<lease, 4> g_leases;
     for (int m = Modules - 1; m >= 0; --m) {
       gradients d{};
+      std::array<lease, 4> d_leases;
       if (m == 0) {
         d = dx;
       } else {
         for (int j = 0; j < Branches; ++j) {
-          dmid_[m - 1][j].zero();
-          d[j] = &dmid_[m - 1][j];
+          d_leases[j] = default_buffer_pool<Device>().take_zeroed(mid_shapes_[m - 1][j]);
+          d[j] = &d_leases[j].get();
         }
       }
       modules_[m].backward(mid_[m], g, d);
       if (m == 0) break;
-      for (int j = 0; j < Branches; ++j) g[j] = &dmid_[m - 1][j];
+      g_leases = std::move(d_leases);
+      for (int j = 0; j < Branches; ++j) g[j] = d[j];
     }
   }
   void set_training(bool training) {
@@ -280,7 +289,7 @@ class hr_stage {
  private:
   std::array<module_type, Modules> modules_;
   std::array<inputs, Modules> mid_{};
-  std::array<std::array<tensor_type, 4>, Modules> dmid_;
+  std::array<std::array<shape, 4>, (Modules > 1 ? Modules - 1 : 1)> mid_shapes_;
 };
 
 // HRNet's _make_transition_layer entries: an existing branch whose width changes gets conv3x3 +

@@ -30,6 +30,7 @@
 #include "segkit/nn/branches.hpp"
 #include "segkit/nn/layers.hpp"
 #include "segkit/nn/sequence.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::models {
 namespace resnet_parts {
@@ -65,23 +66,29 @@ struct flat_residual {
       const shape shortcut_out = shortcut_.setup(input, context);
       require_same_shape("resnet block setup", "the shortcut's output", shortcut_out,
                          "the body's output", body_out);
-      sum_ = tensor_type(body_out);
-      y_ = tensor_type(body_out);
-      dsum_ = tensor_type(body_out);
+      y_ = sum_in_body ? tensor_type() : tensor_type(body_out);
       return body_out;
     }
+    // As torchvision's `out += identity; out = relu(out)`: the sum overwrites the body's
+    // output when the body's backward does not read it (it ends in batch norm), and the ReLU
+    // runs in place on the sum (its slope is read from the output).
     const tensor_type& forward(const tensor_type& x) {
       const tensor_type& body_out = body_.forward(x);
-      ops::add(shortcut_.forward(x), body_out, sum_);
-      ops::activation_forward(relu_, sum_, y_);
+      if constexpr (sum_in_body) {
+        y_ = body_out;  // a handle, no copy
+        ops::add_into(y_, shortcut_.forward(x));
+      } else {
+        ops::add(shortcut_.forward(x), body_out, y_);
+      }
+      ops::activation_forward(relu_, y_, y_);
       return y_;
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
-      dsum_.zero();
-      ops::activation_backward(relu_, sum_, y_, dy, dsum_);
-      body_.backward(x, dsum_, dx);
+      auto dsum = default_buffer_pool<D>().take_zeroed(y_.shape());
+      ops::activation_backward(relu_, y_, y_, dy, dsum.get());
+      body_.backward(x, dsum.get(), dx);
       if constexpr (nn::has_backward<shortcut_type>)
-        shortcut_.backward(x, dsum_, nn::computes_input_grad<shortcut_type> ? dx : nullptr);
+        shortcut_.backward(x, dsum.get(), nn::computes_input_grad<shortcut_type> ? dx : nullptr);
     }
     void set_training(bool training) {
       body_.set_training(training);
@@ -103,6 +110,8 @@ struct flat_residual {
     }
 
    private:
+    static constexpr bool sum_in_body = !nn::backward_reads_output<body_type>::value;
+
     static std::string shortcut_prefix(const std::string& prefix) {
       if constexpr (nn::has_name_tag<Shortcut>::value)
         return nn::join_name(prefix, Shortcut::name_tag::value);
@@ -111,7 +120,7 @@ struct flat_residual {
     }
     body_type body_;
     shortcut_type shortcut_;
-    tensor_type sum_, y_, dsum_;
+    tensor_type y_;
     ops::activation_params relu_{ops::activation::relu, 0.f};
   };
 };
@@ -238,6 +247,7 @@ class resnet {
 
  public:
   using tensor_type = tensor<float, Device>;
+  using lease = typename buffer_pool<Device>::lease;
   using device_type = Device;
   static constexpr int depth = Depth, width_percent = WidthPercent, output_stride = OutputStride;
   static constexpr std::array<int, 4> channels{
@@ -270,8 +280,7 @@ class resnet {
     out[1] = layer2_.setup(out[0], context);
     out[2] = layer3_.setup(out[1], context);
     out[3] = layer4_.setup(out[2], context);
-    grads_[0] = tensor_type(s0);
-    for (int k = 0; k < 3; ++k) grads_[k + 1] = tensor_type(out[k]);
+    stem_shape_ = s0;
     shapes_ = out;
     input_shape_ = images;
     return out;
@@ -298,17 +307,17 @@ class resnet {
     for (int k = 0; k < 4; ++k)
       if (d_features[k])
         require_shape("resnet backward", "feature gradient", d_features[k]->shape(), shapes_[k]);
-    // grads_[k]: gradient of layer k+1's input (k = 0: the stem's output).
-    bool active = false;
+    // grad: the gradient of the input of the layer just run back through (leased; empty when
+    // nothing flows back yet).
+    lease grad;
     if (d_features[3]) {
-      grads_[3].zero();
-      layer4_.backward(*features_[2], *d_features[3], &grads_[3]);
-      active = true;
+      grad = default_buffer_pool<Device>().take_zeroed(shapes_[2]);
+      layer4_.backward(*features_[2], *d_features[3], &grad.get());
     }
-    active = step_back(layer3_, *features_[1], d_features[2], grads_[3], grads_[2], active);
-    active = step_back(layer2_, *features_[0], d_features[1], grads_[2], grads_[1], active);
-    active = step_back(layer1_, *stem_out_, d_features[0], grads_[1], grads_[0], active);
-    if (active) stem_.backward(images, grads_[0], nullptr);
+    grad = step_back(layer3_, *features_[1], d_features[2], std::move(grad), shapes_[1]);
+    grad = step_back(layer2_, *features_[0], d_features[1], std::move(grad), shapes_[0]);
+    grad = step_back(layer1_, *stem_out_, d_features[0], std::move(grad), stem_shape_);
+    if (grad) stem_.backward(images, grad.get(), nullptr);
   }
 
   void set_training(bool training) {
@@ -351,22 +360,20 @@ class resnet {
   }
 
  private:
-  // The gradient reaching layer `L`'s output is `grad_out` (when `active`) plus `d_feature`;
-  // its input gradient goes to grad_in. Returns whether anything flows further back.
+  // The gradient reaching layer `L`'s output is `grad_out` (when held) plus `d_feature`.
+  // Returns its input's gradient, empty when nothing flows further back.
   template <class Layer>
-  static bool step_back(Layer& L, const tensor_type& input, const tensor_type* d_feature,
-                        tensor_type& grad_out, tensor_type& grad_in, bool active) {
-    const tensor_type* dy = nullptr;
-    if (active) {
-      if (d_feature) ops::add_into(grad_out, *d_feature);
-      dy = &grad_out;
-    } else {
-      dy = d_feature;
+  static lease step_back(Layer& L, const tensor_type& input, const tensor_type* d_feature,
+                         lease grad_out, const shape& input_shape) {
+    const tensor_type* dy = d_feature;
+    if (grad_out) {
+      if (d_feature) ops::add_into(grad_out.get(), *d_feature);
+      dy = &grad_out.get();
     }
-    if (!dy) return false;
-    grad_in.zero();
-    L.backward(input, *dy, &grad_in);
-    return true;
+    if (!dy) return lease();
+    lease grad_in = default_buffer_pool<Device>().take_zeroed(input_shape);
+    L.backward(input, *dy, &grad_in.get());
+    return grad_in;
   }
 
   stem_type stem_;
@@ -374,8 +381,8 @@ class resnet {
   layer2_type layer2_;
   layer3_type layer3_;
   layer4_type layer4_;
-  std::array<tensor_type, 4> grads_;
   std::array<shape, 4> shapes_;
+  shape stem_shape_;
   shape input_shape_;
   std::array<const tensor_type*, 4> features_{};
   const tensor_type* stem_out_ = nullptr;

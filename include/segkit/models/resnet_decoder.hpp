@@ -93,7 +93,7 @@ class resnet_decoder {
                                  reduce1_.setup(features[1], context),
                                  reduce2_.setup(features[2], context),
                                  reduce3_.setup(features[3], context)};
-    for (int k = 0; k < 4; ++k) dreduced_[k] = tensor_type(r[k]);
+    reduced_shapes_ = r;
     in_shapes_ = features;
     out_shapes_ = stage_.setup(r);
     return out_shapes_;
@@ -130,12 +130,15 @@ class resnet_decoder {
                       in_shapes_[k]);
     }
     if (!any) return;  // the fusion mixes every branch into every output: all or nothing
-    for (auto& t : dreduced_) t.zero();
-    stage_.backward(d_outputs, {&dreduced_[0], &dreduced_[1], &dreduced_[2], &dreduced_[3]});
-    reduce0_.backward(*features[0], dreduced_[0], d_features[0]);
-    reduce1_.backward(*features[1], dreduced_[1], d_features[1]);
-    reduce2_.backward(*features[2], dreduced_[2], d_features[2]);
-    reduce3_.backward(*features[3], dreduced_[3], d_features[3]);
+    std::array<typename buffer_pool<Device>::lease, 4> dreduced;
+    for (int k = 0; k < 4; ++k)
+      dreduced[k] = default_buffer_pool<Device>().take_zeroed(reduced_shapes_[k]);
+    stage_.backward(d_outputs, {&dreduced[0].get(), &dreduced[1].get(), &dreduced[2].get(),
+                                &dreduced[3].get()});
+    reduce0_.backward(*features[0], dreduced[0].get(), d_features[0]);
+    reduce1_.backward(*features[1], dreduced[1].get(), d_features[1]);
+    reduce2_.backward(*features[2], dreduced[2].get(), d_features[2]);
+    reduce3_.backward(*features[3], dreduced[3].get(), d_features[3]);
   }
 
   void set_training(bool training) {
@@ -175,7 +178,7 @@ class resnet_decoder {
   reduce2_type reduce2_;
   reduce3_type reduce3_;
   stage_type stage_;
-  std::array<tensor_type, 4> dreduced_;
+  std::array<shape, 4> reduced_shapes_;
   std::array<shape, 4> in_shapes_, out_shapes_;
   features_type reduced_{}, outputs_{};
   bool training_ = true;

@@ -32,6 +32,7 @@
 #include "segkit/models/warm_up.hpp"
 #include "segkit/ops/concat.hpp"
 #include "segkit/ops/resize.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::models {
 
@@ -40,6 +41,7 @@ class saf {
  public:
   using device_type = typename Backbone::device_type;
   using tensor_type = tensor<float, device_type>;
+  using lease = typename buffer_pool<device_type>::lease;
   using label_tensor = tensor<int32_t, device_type>;
   using backbone_type = Backbone;
   using decoder_type = resnet_decoder_for<Backbone, Width, Modules, Blocks>;
@@ -77,15 +79,13 @@ class saf {
     std::vector<shape> parts;
     for (int k = 0; k < 4; ++k) {
       const shape up = branches[size_t(k)].with(2, branches[0][2]).with(3, branches[0][3]);
-      upsampled_[size_t(k)] = k == 0 ? tensor_type() : tensor_type(up);
-      dupsampled_[size_t(k)] = tensor_type(up);
-      dbranches_[size_t(k)] = tensor_type(branches[size_t(k)]);
-      dfeatures_[size_t(k)] = tensor_type(f[size_t(k)]);
+      upsampled_shapes_[size_t(k)] = up;
+      branch_shapes_[size_t(k)] = branches[size_t(k)];
+      feature_shapes_[size_t(k)] = f[size_t(k)];
       parts.push_back(up);
     }
     const shape feature = ops::concat_output_shape({1}, parts);
     feature_ = tensor_type(feature);
-    dfeature_ = tensor_type(feature);
     head_.setup(feature, feature_stride);
     const shape full{images[0], head_.num_classes(), images[2], images[3]};
     logits_ = tensor_type(full);
@@ -108,24 +108,37 @@ class saf {
     require<error>(input_shape_.rank() == 4, model_name(), " forward_backward: call setup first");
     head_.forward(hrnet_feature(images));
     const loss_terms terms = head_.loss(labels);
-    dfeature_.zero();
-    head_.backward(feature_, &dfeature_);
-    // The concat's backward splits the feature gradient; the resize's adds into each branch.
-    for (int k = 0; k < 4; ++k) {
-      tensor_type& target = k == 0 ? dbranches_[0] : dupsampled_[size_t(k)];
-      target.zero();
-      split_[size_t(k)] = &target;
+    // Activation gradients are leased from the pool, each given back once it is read.
+    auto& pool = default_buffer_pool<device_type>();
+    std::array<lease, 4> dbranches;
+    {
+      lease dfeature = pool.take_zeroed(feature_.shape());
+      head_.backward(feature_, &dfeature.get());
+      // The concat's backward splits the feature gradient; the resize's adds into each branch.
+      std::array<lease, 4> dupsampled;
+      for (int k = 0; k < 4; ++k) {
+        lease& target = k == 0 ? dbranches[0] : dupsampled[size_t(k)];
+        target = pool.take_zeroed(upsampled_shapes_[size_t(k)]);
+        split_[size_t(k)] = &target.get();
+      }
+      ops::concat_backward<device_type>({1}, dfeature.get(), split_);
+      dfeature.release();
+      for (int k = 1; k < 4; ++k) {
+        dbranches[size_t(k)] = pool.take_zeroed(branch_shapes_[size_t(k)]);
+        ops::resize_backward(resize_, dupsampled[size_t(k)].get(), dbranches[size_t(k)].get());
+        dupsampled[size_t(k)].release();
+      }
     }
-    ops::concat_backward<device_type>({1}, dfeature_, split_);
-    for (int k = 1; k < 4; ++k) {
-      dbranches_[size_t(k)].zero();
-      ops::resize_backward(resize_, dupsampled_[size_t(k)], dbranches_[size_t(k)]);
-    }
-    for (auto& d : dfeatures_) d.zero();
+    std::array<lease, 4> dfeatures;
+    for (int k = 0; k < 4; ++k) dfeatures[size_t(k)] = pool.take_zeroed(feature_shapes_[size_t(k)]);
     const auto& f = backbone_.features();
-    decoder_.backward(f, {&dbranches_[0], &dbranches_[1], &dbranches_[2], &dbranches_[3]},
-                      {&dfeatures_[0], &dfeatures_[1], &dfeatures_[2], &dfeatures_[3]});
-    backbone_.backward(images, {&dfeatures_[0], &dfeatures_[1], &dfeatures_[2], &dfeatures_[3]});
+    decoder_.backward(f, {&dbranches[0].get(), &dbranches[1].get(), &dbranches[2].get(),
+                          &dbranches[3].get()},
+                      {&dfeatures[0].get(), &dfeatures[1].get(), &dfeatures[2].get(),
+                       &dfeatures[3].get()});
+    for (auto& d : dbranches) d.release();
+    backbone_.backward(images, {&dfeatures[0].get(), &dfeatures[1].get(), &dfeatures[2].get(),
+                                &dfeatures[3].get()});
     return terms;
   }
 
@@ -160,12 +173,17 @@ class saf {
   // Backbone -> decoder -> HRNetV2's concat of the four branches at stride 4.
   const tensor_type& hrnet_feature(const tensor_type& images) {
     const auto branches = decoder_.forward(backbone_.forward(images));
+    // The upsampled branches live only until the concat has copied them: neither backward
+    // reads them.
+    std::array<lease, 4> upsampled;
     parts_[0] = *branches[0];
     for (int k = 1; k < 4; ++k) {
-      parts_[size_t(k)] = upsampled_[size_t(k)];
+      upsampled[size_t(k)] = default_buffer_pool<device_type>().take(upsampled_shapes_[size_t(k)]);
+      parts_[size_t(k)] = upsampled[size_t(k)].get();
       ops::resize_forward(resize_, *branches[size_t(k)], parts_[size_t(k)]);
     }
     ops::concat<device_type>({1}, parts_, feature_);
+    for (auto& part : parts_) part = tensor_type();  // no handle keeps a leased block alive
     return feature_;
   }
 
@@ -179,8 +197,8 @@ class saf {
   Backbone backbone_;
   decoder_type decoder_;
   head_type head_;
-  std::array<tensor_type, 4> upsampled_, dupsampled_, dbranches_, dfeatures_;
-  tensor_type feature_, dfeature_, logits_;
+  std::array<shape, 4> upsampled_shapes_, branch_shapes_, feature_shapes_;
+  tensor_type feature_, logits_;
   std::vector<tensor_type> parts_ = std::vector<tensor_type>(4);  // concat inputs (handles)
   std::vector<tensor_type*> split_ = std::vector<tensor_type*>(4);
   ops::resize_params resize_{ops::resize_mode::bilinear, false};

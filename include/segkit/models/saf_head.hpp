@@ -45,6 +45,7 @@
 #pragma once
 #include "segkit/models/saf_anl.hpp"
 #include "segkit/models/saf_parts.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 
 namespace segkit::models {
 
@@ -52,6 +53,7 @@ template <class Device = cpu>
 class saf_head {
  public:
   using T = tensor<float, Device>;
+  using lease = typename buffer_pool<Device>::lease;
   using L = tensor<int32_t, Device>;
 
   saf_head(int in_channels, int num_classes, saf_options options = {})
@@ -138,7 +140,6 @@ class saf_head {
     dunity_.assign(unity_.size(), T());
     if (pyramidal_) {
       const shape r = reduce_.setup(feature);
-      dr_ = T(r);
       for (int i = 0; i + 1 < nl_; ++i) {
         unity_[size_t(i)] = T(unity_heads_[size_t(i)].setup(r));
         dunity_[size_t(i)] = T(unity_[size_t(i)].shape());
@@ -159,19 +160,16 @@ class saf_head {
       const shape xs{feature[0], ds, feature[2] / f, feature[3] / f};
       lv.pool.kernel_h = lv.pool.kernel_w = lv.pool.stride_h = lv.pool.stride_w = f;
       lv.x = lv.last ? base_ : T(xs);
-      lv.dx = lv.last ? dbase_ : T(xs);
       if (opt_.context == saf_context::anl_multi) {
         lv.anl.setup(xs);
         lv.xp = lv.anl.y();
-        lv.dxp = T(xs);
       } else if (c2f_) {
         setup_c2f(lv, i, xs, ps3, theta4);
       } else {
         lv.xp = lv.x;  // X'(l) = X(l): their gradients are one buffer
-        lv.dxp = lv.dx;
       }
       if (lv.predicted) {
-        lv.dh = T(lv.cls1.setup(xs));
+        lv.cls1.setup(xs);
         lv.out = semantic_.size();
         semantic_.push_back(T(lv.cls2.setup(xs)));
         dsemantic_.push_back(T(semantic_.back().shape()));
@@ -274,29 +272,39 @@ class saf_head {
   std::vector<T>& semantic_grads() { return dsemantic_; }
   std::vector<T>& unity_grads() { return dunity_; }
 
-  // Adds into parameter gradients and into *dfeature (when not null).
+  // Adds into parameter gradients and into *dfeature (when not null). A level's activation
+  // gradients are leased from the pool for its own step only; its dX(l) is pooled into
+  // dbase_ (the finest grid) as soon as the level is done.
   void backward(const T& x, T* dfeature) {
-    for (auto& lv : levels_) {
-      if (!lv.computed) continue;
-      lv.dx.zero();
-      if (c2f_) lv.dtheta.zero();
-    }
+    auto& pool = default_buffer_pool<Device>();
+    dbase_.zero();
+    for (auto& lv : levels_)
+      if (lv.computed && c2f_) lv.dtheta.zero();
     for (int i = nl_ - 1; i >= 0; --i) {
       level& lv = levels_[size_t(i)];
       if (!lv.computed) continue;
-      const bool aliased = opt_.context == saf_context::none || opt_.context == saf_context::anl;
-      if (!aliased) lv.dxp.zero();
-      if (c2f_ && !lv.last) backward_update(lv, levels_[size_t(i + 1)].dtheta);
-      if (lv.predicted) {
-        lv.dh.zero();
-        lv.cls2.backward(lv.cls1.y, dsemantic_[lv.out], &lv.dh);
-        lv.cls1.backward(lv.xp, lv.dh, &lv.dxp);
+      lease dx_lease, dxp_lease;
+      T* dx = &dbase_;
+      if (!lv.last) {
+        dx_lease = pool.take_zeroed(lv.x.shape());
+        dx = &dx_lease.get();
       }
-      if (opt_.context == saf_context::anl_multi) lv.anl.backward(lv.x, lv.dxp, lv.dx);
-      if (c2f_) backward_c2f(lv);
+      const bool aliased = opt_.context == saf_context::none || opt_.context == saf_context::anl;
+      T* dxp = dx;
+      if (!aliased) {
+        dxp_lease = pool.take_zeroed(lv.x.shape());
+        dxp = &dxp_lease.get();
+      }
+      if (c2f_ && !lv.last) backward_update(lv, levels_[size_t(i + 1)].dtheta, *dxp);
+      if (lv.predicted) {
+        lease dh = pool.take_zeroed(lv.cls1.y.shape());
+        lv.cls2.backward(lv.cls1.y, dsemantic_[lv.out], &dh.get());
+        lv.cls1.backward(lv.xp, dh.get(), dxp);
+      }
+      if (opt_.context == saf_context::anl_multi) lv.anl.backward(lv.x, *dxp, *dx);
+      if (c2f_) backward_c2f(lv, *dxp, *dx);
+      if (!lv.last) ops::avg_pool2d_backward(lv.pool, *dx, dbase_);
     }
-    for (auto& lv : levels_)
-      if (lv.computed && !lv.last) ops::avg_pool2d_backward(lv.pool, lv.dx, dbase_);
     if (c2f_) ops::pyramid_sampling_backward(ps_, dtheta0_, dbase_);
     if (opt_.context == saf_context::anl) {
       dxl_.zero();
@@ -304,10 +312,10 @@ class saf_head {
     }
     input_.backward(x, dxl_, dfeature);
     if (!pyramidal_) return;
-    dr_.zero();
+    lease dr = pool.take_zeroed(reduce_.y.shape());
     for (int i = 0; i + 1 < nl_; ++i)
-      unity_heads_[size_t(i)].backward(reduce_.y, dunity_[size_t(i)], &dr_);
-    reduce_.backward(x, dr_, dfeature);
+      unity_heads_[size_t(i)].backward(reduce_.y, dunity_[size_t(i)], &dr.get());
+    reduce_.backward(x, dr.get(), dfeature);
   }
 
   // The fuser (Eq. 2, tau) on the last forward; single / auxiliary: the finest level.
@@ -422,8 +430,7 @@ class saf_head {
     saf_parts::conv_unit<Device> q, k, v, agg, update, cls2;
     saf_parts::cbr_unit<Device> block1, block2, cls1;
     saf_parts::apnb_block<Device> anl;
-    T x, dx, theta, dtheta, o, d_o, dq, dk, dv, lse, c, dc, dmid, xp, dxp, dh, psx, dpsx, cat2,
-        dcat2;
+    T x, theta, dtheta, o, lse, c, xp, psx, cat2;
   };
 
   // The coarse-to-fine contextual module of level i (buffers; theta is linked after the loop).
@@ -434,29 +441,20 @@ class saf_head {
     lv.k.setup(theta4);
     lv.v.setup(theta4);
     lv.o = T(xs);
-    lv.d_o = T(xs);
-    lv.dq = T(xs);
-    lv.dk = T(theta4);
-    lv.dv = T(theta4);
     lv.lse = T(ops::attention2d_lse_shape(attn_, xs, theta4, theta4));
     const shape cs = xs.with(1, 2 * opt_.semantic_channels);
     lv.c = T(cs);
-    lv.dc = T(cs);
     if (lv.last) {
       lv.agg.setup(cs);
       lv.xp = lv.agg.y;
     } else {
       lv.block2.setup(lv.block1.setup(cs));
-      lv.dmid = T(xs);
       lv.agg.setup(cs);
       lv.xp = T(xs);
     }
-    lv.dxp = T(xs);
     if (!lv.last) {
       lv.psx = T(ps3);
-      lv.dpsx = T(ps3);
       lv.cat2 = T(theta4.with(1, 2 * opt_.semantic_channels));
-      lv.dcat2 = T(lv.cat2.shape());
       lv.update.setup(lv.cat2.shape());
     }
   }
@@ -479,37 +477,41 @@ class saf_head {
     }
   }
   // F_upd's backward: from the next level's dtheta into dxp and this level's dtheta.
-  void backward_update(level& lv, const T& dtheta_next) {
-    lv.dcat2.zero();
-    lv.update.backward(lv.cat2, dtheta_next, &lv.dcat2);
-    lv.dpsx.zero();
-    T dpsx4 = lv.dpsx.view(lv.theta.shape());
+  void backward_update(level& lv, const T& dtheta_next, T& dxp) {
+    auto& pool = default_buffer_pool<Device>();
+    lease dcat2 = pool.take_zeroed(lv.cat2.shape());
+    lv.update.backward(lv.cat2, dtheta_next, &dcat2.get());
+    lease dpsx = pool.take_zeroed(lv.psx.shape());
+    T dpsx4 = dpsx.get().view(lv.theta.shape());
     grads_[0] = &dpsx4;
     grads_[1] = &lv.dtheta;
-    ops::concat_backward<Device>({1}, lv.dcat2, grads_);
-    ops::pyramid_sampling_backward(ps_, lv.dpsx, lv.dxp);
+    ops::concat_backward<Device>({1}, dcat2.get(), grads_);
+    ops::pyramid_sampling_backward(ps_, dpsx.get(), dxp);
   }
   // From dxp (complete) into dx and dtheta.
-  void backward_c2f(level& lv) {
-    lv.dc.zero();
-    lv.agg.backward(lv.c, lv.dxp, &lv.dc);
-    if (!lv.last) {
-      lv.dmid.zero();
-      lv.block2.backward(lv.block1.y, lv.dxp, &lv.dmid);
-      lv.block1.backward(lv.c, lv.dmid, &lv.dc);
+  void backward_c2f(level& lv, const T& dxp, T& dx) {
+    auto& pool = default_buffer_pool<Device>();
+    lease d_o = pool.take_zeroed(lv.o.shape());
+    {
+      lease dc = pool.take_zeroed(lv.c.shape());
+      lv.agg.backward(lv.c, dxp, &dc.get());
+      if (!lv.last) {
+        lease dmid = pool.take_zeroed(lv.block1.y.shape());
+        lv.block2.backward(lv.block1.y, dxp, &dmid.get());
+        lv.block1.backward(lv.c, dmid.get(), &dc.get());
+      }
+      grads_[0] = &d_o.get();
+      grads_[1] = &dx;
+      ops::concat_backward<Device>({1}, dc.get(), grads_);
     }
-    lv.d_o.zero();
-    grads_[0] = &lv.d_o;
-    grads_[1] = &lv.dx;
-    ops::concat_backward<Device>({1}, lv.dc, grads_);
-    lv.dq.zero();
-    lv.dk.zero();
-    lv.dv.zero();
-    ops::attention2d_backward(attn_, lv.q.y, lv.k.y, lv.v.y, lv.o, lv.lse, lv.d_o, &lv.dq, &lv.dk,
-                              &lv.dv);
-    lv.q.backward(lv.x, lv.dq, &lv.dx);
-    lv.k.backward(lv.theta, lv.dk, &lv.dtheta);
-    lv.v.backward(lv.theta, lv.dv, &lv.dtheta);
+    lease dq = pool.take_zeroed(lv.q.y.shape()), dk = pool.take_zeroed(lv.k.y.shape()),
+          dv = pool.take_zeroed(lv.v.y.shape());
+    ops::attention2d_backward(attn_, lv.q.y, lv.k.y, lv.v.y, lv.o, lv.lse, d_o.get(), &dq.get(),
+                              &dk.get(), &dv.get());
+    d_o.release();
+    lv.q.backward(lv.x, dq.get(), &dx);
+    lv.k.backward(lv.theta, dk.get(), &lv.dtheta);
+    lv.v.backward(lv.theta, dv.get(), &lv.dtheta);
   }
 
   // The chain of consecutive levels spanning the pyramid (chain level c has cell size
@@ -579,7 +581,7 @@ class saf_head {
   ops::attention2d_params attn_{};
   ops::pyramid_sampling_params ps_{};
   shape feature_shape_;
-  T base_, dbase_, dxl_, dr_, theta0_, dtheta0_, fused_logits_;
+  T base_, dbase_, dxl_, theta0_, dtheta0_, fused_logits_;
   std::vector<T> unity_, dunity_, semantic_, dsemantic_, argmax_in_, argmax_unity_;
   std::vector<T> pair_{T(), T()};
   std::vector<T*> grads_{nullptr, nullptr};

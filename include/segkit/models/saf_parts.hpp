@@ -22,6 +22,7 @@
 #include "segkit/ops/pyramid_fuse.hpp"
 #include "segkit/ops/pyramid_ground_truth.hpp"
 #include "segkit/ops/pyramid_sampling.hpp"
+#include "segkit/tensor/buffer_pool.hpp"
 #include "segkit/train/binary_cross_entropy.hpp"
 #include "segkit/train/cross_entropy.hpp"
 
@@ -75,10 +76,10 @@ struct cbr_unit {
   using T = tensor<float, D>;
   conv_unit<D> conv;
   nn::parameter<D> gamma, beta;
-  T running_mean, running_var, saved_mean, saved_inv_std, bn_y, y, dbn, dconv;
+  T running_mean, running_var, saved_mean, saved_inv_std, y;  // y: the BN output, ReLU'd in place
   tensor<int64_t, D> tracked;
   ops::batch_norm_params bn{};
-  ops::activation_params act{};
+  ops::activation_params act{};  // ReLU, run in place (any kind whose slope reads y would do)
   void init(int in, int out, int kernel) {
     conv.init(in, out, kernel, 1, kernel / 2, false);
     gamma = nn::parameter<D>({out});
@@ -99,26 +100,25 @@ struct cbr_unit {
   }
   shape setup(const shape& x) {
     const shape s = conv.setup(x);
-    bn_y = T(s);
     y = T(s);
-    dbn = T(s);
-    dconv = T(s);
     return s;
   }
   const T& forward(const T& x) {
     ops::batch_norm_forward(bn, conv.forward(x), gamma.value, beta.value, running_mean, running_var,
-                            bn_y, saved_mean, saved_inv_std);
+                            y, saved_mean, saved_inv_std);
     if (bn.training) count();
-    ops::activation_forward(act, bn_y, y);
+    ops::activation_forward(act, y, y);  // ReLU's slope reads its output: in place is exact
     return y;
   }
   void backward(const T& x, const T& dy, T* dx) {
-    dbn.zero();
-    ops::activation_backward(act, bn_y, y, dy, dbn);
-    dconv.zero();
-    ops::batch_norm_backward(bn, conv.y, gamma.value, saved_mean, saved_inv_std, dbn, &dconv,
-                             &gamma.grad, &beta.grad);
-    conv.backward(x, dconv, dx);
+    auto& pool = default_buffer_pool<D>();
+    auto dbn = pool.take_zeroed(y.shape());
+    ops::activation_backward(act, y, y, dy, dbn.get());
+    auto dconv = pool.take_zeroed(y.shape());
+    ops::batch_norm_backward(bn, conv.y, gamma.value, saved_mean, saved_inv_std, dbn.get(),
+                             &dconv.get(), &gamma.grad, &beta.grad);
+    dbn.release();
+    conv.backward(x, dconv.get(), dx);
   }
   void count() {
     if constexpr (std::is_same_v<D, cpu>) {

@@ -7,8 +7,10 @@
 // every workspace reaches its final size; parameter gradients and buffers (running statistics,
 // counters) are exactly as before the call.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "segkit/models/model.hpp"
@@ -23,7 +25,10 @@ model_cost warm_up_model(Model& model, const shape& images, int32_t ignore_index
   using device_type = typename Model::device_type;
   using tensor_type = tensor<float, device_type>;
   using count_tensor = tensor<int64_t, device_type>;
-  std::vector<tensor_type> saved_float, saved_grads;
+  std::vector<tensor_type> saved_float;
+  // Gradients are saved on the host, and only those not all zero (none, for a model just
+  // built), so the warm-up does not hold a second copy of every gradient at setup's peak.
+  std::vector<tensor<float, cpu>> saved_grads;
   std::vector<count_tensor> saved_count;
   struct save_buffers {
     std::vector<tensor_type>& floats;
@@ -34,7 +39,15 @@ model_cost warm_up_model(Model& model, const shape& images, int32_t ignore_index
   model.visit_buffers("", save_buffers{saved_float, saved_count});
   int64_t parameters = 0;
   model.visit_parameters("", [&](const std::string&, nn::parameter<device_type>& p) {
-    saved_grads.push_back(p.grad.clone());
+    tensor<float, cpu> host;
+    if constexpr (std::is_same_v<device_type, cpu>)
+      host = p.grad;  // a handle; cloned below only if needed
+    else
+      host = to<cpu>(p.grad);
+    const bool all_zero =
+        std::all_of(host.data(), host.data() + host.numel(), [](float g) { return g == 0.f; });
+    saved_grads.push_back(all_zero ? tensor<float, cpu>()
+                                   : (std::is_same_v<device_type, cpu> ? host.clone() : host));
     parameters += p.value.numel();
   });
 
@@ -62,7 +75,11 @@ model_cost warm_up_model(Model& model, const shape& images, int32_t ignore_index
   };
   model.visit_buffers("", restore_buffers{saved_float, saved_count, next_float, next_count});
   model.visit_parameters("", [&](const std::string&, nn::parameter<device_type>& p) {
-    copy_into(saved_grads[next_grad++], p.grad);
+    const tensor<float, cpu>& saved = saved_grads[next_grad++];
+    if (saved.empty())
+      p.grad.zero();
+    else
+      copy_into(saved, p.grad);
   });
   return cost;
 }
