@@ -37,8 +37,8 @@
 #include "segkit/ops/conv2d.hpp"
 #include "segkit/ops/elementwise.hpp"
 #include "segkit/ops/resize.hpp"
-#include "segkit/train/car_loss.hpp"
 #include "segkit/tensor/buffer_pool.hpp"
+#include "segkit/train/car_loss.hpp"
 #include "segkit/train/cross_entropy.hpp"
 
 namespace segkit::models {

@@ -183,7 +183,7 @@ class saf {
       ops::resize_forward(resize_, *branches[size_t(k)], parts_[size_t(k)]);
     }
     ops::concat<device_type>({1}, parts_, feature_);
-    for (auto& part : parts_) part = tensor_type();  // no handle keeps a leased block alive
+    for (auto& part : parts_) part = tensor_type();  // no stale handle into the arena
     return feature_;
   }
 
