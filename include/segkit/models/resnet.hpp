@@ -66,7 +66,7 @@ struct flat_residual {
       const shape shortcut_out = shortcut_.setup(input, context);
       require_same_shape("resnet block setup", "the shortcut's output", shortcut_out,
                          "the body's output", body_out);
-      y_ = sum_in_body ? tensor_type() : tensor_type(body_out);
+      y_ = nn::plan_residual_sum<body_type, tensor_type>(body_out);
       return body_out;
     }
     // As torchvision's `out += identity; out = relu(out)`: the sum overwrites the body's
@@ -74,12 +74,7 @@ struct flat_residual {
     // runs in place on the sum (its slope is read from the output).
     const tensor_type& forward(const tensor_type& x) {
       const tensor_type& body_out = body_.forward(x);
-      if constexpr (sum_in_body) {
-        y_ = body_out;  // a handle, no copy
-        ops::add_into(y_, shortcut_.forward(x));
-      } else {
-        ops::add(shortcut_.forward(x), body_out, y_);
-      }
+      nn::residual_sum<body_type>(body_out, shortcut_.forward(x), y_);
       ops::activation_forward(relu_, y_, y_);
       return y_;
     }
@@ -110,8 +105,6 @@ struct flat_residual {
     }
 
    private:
-    static constexpr bool sum_in_body = !nn::backward_reads_output<body_type>::value;
-
     static std::string shortcut_prefix(const std::string& prefix) {
       if constexpr (nn::has_name_tag<Shortcut>::value)
         return nn::join_name(prefix, Shortcut::name_tag::value);

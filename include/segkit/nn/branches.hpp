@@ -20,6 +20,28 @@
 
 namespace segkit::nn {
 
+// Whether a residual's sum may overwrite its body's output: the body's backward does not read
+// that output (it ends in a conv or batch norm), as PyTorch's `out += identity`.
+template <class Body>
+constexpr bool sums_in_body = !backward_reads_output<Body>::value;
+
+// The buffer setup plans for a residual's sum: none when the sum overwrites the body's output.
+template <class Body, class Tensor>
+Tensor plan_residual_sum(const shape& body_out) {
+  return sums_in_body<Body> ? Tensor() : Tensor(body_out);
+}
+// out = body_out + shortcut_out, written over body_out (out then shares its storage) when
+// sums_in_body<Body>, into out's own buffer otherwise.
+template <class Body, class Tensor>
+void residual_sum(const Tensor& body_out, const Tensor& shortcut_out, Tensor& out) {
+  if constexpr (sums_in_body<Body>) {
+    out = body_out;  // a handle, no copy
+    ops::add_into(out, shortcut_out);
+  } else {
+    ops::add(shortcut_out, body_out, out);
+  }
+}
+
 // y = x. A shortcut for residual<> and a placeholder where a layer is optional.
 struct identity {
   template <int C, bool G, class D>
@@ -62,17 +84,12 @@ struct residual {
       const shape shortcut_out = shortcut_.setup(input, context);
       require_same_shape("residual setup", "the shortcut's output", shortcut_out,
                          "the body's output", body_out);
-      out_ = sum_in_body ? tensor_type() : tensor_type(body_out);
+      out_ = plan_residual_sum<body_type, tensor_type>(body_out);
       return body_out;
     }
     const tensor_type& forward(const tensor_type& x) {
       const tensor_type& body_out = body_.forward(x);
-      if constexpr (sum_in_body) {
-        out_ = body_out;  // a handle: the sum overwrites the body's output
-        ops::add_into(out_, shortcut_.forward(x));
-      } else {
-        ops::add(shortcut_.forward(x), body_out, out_);
-      }
+      residual_sum<body_type>(body_out, shortcut_.forward(x), out_);
       return out_;
     }
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
@@ -103,10 +120,6 @@ struct residual {
     shortcut_type& shortcut() { return shortcut_; }
 
    private:
-    // The body's backward does not read its output (it ends in a conv or batch norm), so the
-    // sum may overwrite it, as PyTorch's `out += identity`.
-    static constexpr bool sum_in_body = !nn::backward_reads_output<body_type>::value;
-
     body_type body_;
     shortcut_type shortcut_;
     tensor_type out_;
@@ -255,11 +268,10 @@ struct fork {
     // One gradient per output; null = that output is not in the loss.
     void backward(const tensor_type& x, const std::array<const tensor_type*, output_count>& dys,
                   tensor_type* dx) {
-      trunk_grad_ = default_buffer_pool<D>().take_zeroed(trunk_shape_);
-      backward_heads(dys, std::make_index_sequence<output_count>{});
+      auto trunk_grad = default_buffer_pool<D>().take_zeroed(trunk_shape_);
+      backward_heads(dys, trunk_grad.get(), std::make_index_sequence<output_count>{});
       if constexpr (has_backward<trunk_type>)
-        trunk_.backward(x, trunk_grad_.get(), computes_input_grad<trunk_type> ? dx : nullptr);
-      trunk_grad_.release();
+        trunk_.backward(x, trunk_grad.get(), computes_input_grad<trunk_type> ? dx : nullptr);
     }
     // As a single-output layer: the gradient of output 0 only.
     void backward(const tensor_type& x, const tensor_type& dy, tensor_type* dx) {
@@ -301,17 +313,16 @@ struct fork {
     }
     template <size_t... I>
     void backward_heads(const std::array<const tensor_type*, output_count>& dys,
-                        std::index_sequence<I...>) {
-      (backward_head<I>(dys[I]), ...);
+                        tensor_type& trunk_grad, std::index_sequence<I...>) {
+      (backward_head<I>(dys[I], trunk_grad), ...);
     }
     template <size_t I>
-    void backward_head(const tensor_type* dy) {
+    void backward_head(const tensor_type* dy, tensor_type& trunk_grad) {
       using head_type = std::tuple_element_t<I, heads_type>;
       if constexpr (has_backward<head_type>) {
         if (dy)
           std::get<I>(heads_).backward(*trunk_output_, *dy,
-                                       computes_input_grad<head_type> ? &trunk_grad_.get()
-                                                                      : nullptr);
+                                       computes_input_grad<head_type> ? &trunk_grad : nullptr);
       }
     }
     template <class Each, size_t... I>
@@ -328,7 +339,6 @@ struct fork {
 
     trunk_type trunk_;
     heads_type heads_;
-    typename buffer_pool<D>::lease trunk_grad_;  // held during backward only
     shape trunk_shape_;
     std::vector<shape> shapes_;
     std::array<const tensor_type*, output_count> outputs_{};
