@@ -2,8 +2,9 @@
 // per input <name>.<ext>: <name>_labels.png (colour label image) and <name>_overlay.png
 // (the colours blended over the image). With --data-root it reads a dataset split instead and
 // also writes <name>_compare.png: image | ground truth | prediction. See docs/evaluation.md.
+// This file is the command-line half; the per-model half is infer_model.hpp (tool_models.hpp
+// says why it is compiled apart).
 #include <algorithm>
-#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
@@ -11,12 +12,11 @@
 #include <vector>
 
 #include "eval_tools_common.hpp"
-#include "segkit/data/augment.hpp"
 #include "segkit/data/datasets.hpp"
-#include "segkit/data/image_io.hpp"
-#include "segkit/eval/metrics.hpp"
+#include "segkit/data/palette.hpp"
 #include "segkit/models/zoo.hpp"
 #include "segkit/tensor/parallel.hpp"
+#include "tool_models.hpp"
 
 using namespace segkit;
 namespace fs = std::filesystem;
@@ -147,46 +147,8 @@ int run(const tools::arguments& args) {
 
   return models::with_model(model_name, [&](auto tag) {
     using model_type = typename decltype(tag)::type;
-    auto model = models::make_model<model_type>(info.num_classes, model_options);
-    if (!random_init) tools::load_weights(model, args.get("--checkpoint"));
-    model.eval();
-    std::printf("segkit_infer: %s, %d classes, %s, %zu image(s) -> %s\n", model.name().c_str(),
-                info.num_classes, tools::describe(options).c_str(), count,
-                out_dir.string().c_str());
-    std::fflush(stdout);
-    for (size_t i = 0; i < count; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      data::example example;
-      if (split) {
-        example = split->load(i);
-      } else {
-        example.image = data::read_image(files[i].string());
-        example.label = host_tensor<int32_t>::zeros({example.image.size(0), example.image.size(1)});
-        example.image_path = files[i].string();
-      }
-      const fs::path file(example.image_path);
-      const auto sample = data::normalize(example);
-      const shape& s = sample.image.shape();
-      const auto logits = eval::predict_logits(model, sample.image.view({1, s[0], s[1], s[2]}), options);
-      const auto labels = eval::argmax_classes(logits).view({s[1], s[2]});
-      const auto colour = data::colorize(labels, info.palette, info.ignore_index);
-      const std::string stem = file.stem().string();
-      const std::string labels_path = (out_dir / (stem + "_labels.png")).string();
-      const std::string overlay_path = (out_dir / (stem + "_overlay.png")).string();
-      data::write_png(labels_path, colour);
-      data::write_png(overlay_path, data::overlay(example.image, colour, alpha));
-      if (split) {
-        const auto truth = data::colorize(example.label, info.palette, info.ignore_index);
-        data::write_png((out_dir / (stem + "_compare.png")).string(),
-                        data::side_by_side({example.image, truth, colour}, 4));
-      }
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      std::printf("  %s (%lldx%lld): %s, %s  %.2f s\n", file.filename().string().c_str(),
-                  static_cast<long long>(s[1]), static_cast<long long>(s[2]), labels_path.c_str(),
-                  overlay_path.c_str(), seconds);
-    }
-    return 0;
+    return tools::infer_model<model_type>({args, info, model_options, options, random_init,
+                                           split.get(), files, count, out_dir, alpha});
   });
 }
 
