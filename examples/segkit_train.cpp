@@ -79,8 +79,6 @@ Exit status: 0 done (or --stop-after), 130 interrupted by SIGINT (checkpoint sav
 1 error or divergence (NaN/Inf), 2 bad command line.
 )";
 
-using settings = std::map<std::string, std::string>;
-
 const std::set<std::string> flag_keys{"no-flip", "no-photometric", "keep-checkpoints", "resume",
                                       "skip-bad", "help"};
 const std::set<std::string> value_keys{
