@@ -5,7 +5,7 @@
 // zoo model: CMake writes one unit per model (tool_model_<name>.cpp, see tool_model_unit.hpp)
 // into the library segkit_tool_models, which the three tools link. So each model's forward and
 // backward code is compiled once for all three tools, and the models compile in parallel;
-// when each tool instantiated all nine models itself, each tool was one 4-8-minute unit.
+// when each tool instantiated all nine models itself, each tool was one unit of 4 to 9 minutes.
 // Requires: M is one of models::zoo_models<> (the units instantiate exactly those).
 #pragma once
 #include <filesystem>
