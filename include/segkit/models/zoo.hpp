@@ -8,9 +8,10 @@
 // Calls f(model_tag<M>{}) for the model type M named; value_error listing the names otherwise.
 // Every name here is instantiated by every program that calls with_model (the tools compile
 // each once, examples/tool_models.hpp; a new name goes into examples/CMakeLists.txt's list
-// too), so the set is small on purpose (compile time): add a model only when a tool needs it. Models run on the cpu device;
-// with_model_on<Device> picks the same set for another device. The methods share one backbone
-// family (torchvision's ResNet-18) so that they compare at one budget (docs/results.md):
+// too), so the set is small on purpose (compile time): add a model only when a tool needs it.
+// Models run on the cpu device; with_model_on<Device> picks the same set for another device.
+// The methods share one backbone family (torchvision's ResNet-18) so that they compare at one
+// budget (docs/results.md):
 //   fcn-resnet18       FCN (2 convs of 128, concat input) + aux head (64) on ResNet-18, output
 //                      stride 8 (mmseg's fcn_r18-d8 layout): the baseline
 //   fcn-resnet50       FCN (512) + aux head (256) on ResNet-50 v1.5, output stride 8 (fcn_r50-d8)
