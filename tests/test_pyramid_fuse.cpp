@@ -141,12 +141,37 @@ TEST_CASE("pyramid_fuse matches Eq. 2 composed of core ops on random pyramids") 
       {1, 3, 4, 2, {1, 0}, 0.5f},                  // tiny
       {2, 150, 16, 16, {3, 2, 1, 0}, 0.5f},        // the benchmark's C
       {1, 3, 4, 600, {2, 1, 0}, 0.5f},             // rows wider than one CPU chunk
+      {2, 9, 64, 96, {5, 1, 0}, 0.5f},             // a 32x block; band chunks split rows
+      {1, 2, 8, 1100, {1, 0}, 0.5f},               // a band of 2 rows in three chunks
   };
   unsigned seed = 1;
   for (const auto& c : configs) {
     INFO("N " << c.n << " C " << c.c << " " << c.h << "x" << c.w << " L " << c.shifts.size()
               << " tau " << c.tau);
     check_against_naive(random_pyramid(c.n, c.c, c.h, c.w, c.shifts, seed++), c.tau);
+  }
+}
+
+// Logits drawn from {0, 1, 2}: most locations have tied maxima, so the first channel holding
+// the maximum must win in the CPU path's vectorised blocks of channels as in Eq. 2's argmax.
+// Unity maps are smooth fields (confident regions contiguous, as a trained head gives): whole
+// lines of cells answer or not, and runs of one level span many cells.
+TEST_CASE("pyramid_fuse: ties go to the first maximum; coherent unity maps") {
+  const std::vector<int> shifts{3, 2, 1, 0};
+  for (const int64_t channels : {int64_t(150), int64_t(6)}) {
+    INFO("C " << channels);
+    pyramid p = random_pyramid(2, channels, 64, 96, shifts, 11);
+    for (auto& level : p.semantic)
+      for (int64_t i = 0; i < level.numel(); ++i) level[i] = std::floor(level[i] / 2.f) + 2.f;
+    for (size_t l = 0; l < p.unity.size(); ++l) {
+      auto& u = p.unity[l];
+      for (int64_t n = 0; n < u.size(0); ++n)
+        for (int64_t y = 0; y < u.size(2); ++y)
+          for (int64_t x = 0; x < u.size(3); ++x)
+            u.at(n, 0, y, x) = float(std::sin(7.0 * y / u.size(2) + l + n) *
+                                     std::cos(5.0 * x / u.size(3) - 0.5 * l));
+    }
+    check_against_naive(p, 0.5f);
   }
 }
 
