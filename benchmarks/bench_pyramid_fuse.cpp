@@ -238,7 +238,9 @@ int main(int argc, char** argv) {
   // within minutes, and the best is the figure least disturbed by other tenants.
   for (const auto& v : variants) {
     auto* b = benchmark::RegisterBenchmark(v.name.c_str(), bench_fuse, v.s, v.logits, v.cold)
-                  ->UseRealTime()->Unit(benchmark::kMillisecond)->Repetitions(5);
+                  ->UseRealTime()
+                  ->Unit(benchmark::kMillisecond)
+                  ->Repetitions(5);
     if (v.cold)
       b->Iterations(20);
     else
@@ -257,8 +259,8 @@ int main(int argc, char** argv) {
   const auto torch_logits = bench::run_torch("pyramid_fuse", "8 150 128 128 4 logits");
   std::printf("\nSummary: N %ld, C %ld, levels 16^2..128^2, tau 0.5, threads %d, copy %.1f GB/s\n",
               long(N), long(C), num_threads(), copy_gbps);
-  std::printf("%-25s %8s %10s %10s %9s %7s %10s %9s %9s\n", "variant", "ms", "useful MB",
-              "line MB", "line GB/s", "% copy", "% (useful)", "vs naive", "vs torch");
+  std::printf("%-25s %8s %10s %10s %9s %7s %10s %9s %9s\n", "variant", "ms", "useful MB", "line MB",
+              "line GB/s", "% copy", "% (useful)", "vs naive", "vs torch");
   bool copy_met = true, torch_met = true;
   for (const auto& v : variants) {
     const double ms = reporter.ms(v.name);

@@ -141,8 +141,8 @@ TEST_CASE("pyramid_fuse matches Eq. 2 composed of core ops on random pyramids") 
       {1, 3, 4, 2, {1, 0}, 0.5f},                  // tiny
       {2, 150, 16, 16, {3, 2, 1, 0}, 0.5f},        // the benchmark's C
       {1, 3, 4, 600, {2, 1, 0}, 0.5f},             // rows wider than one CPU chunk
-      {2, 9, 64, 96, {5, 1, 0}, 0.5f},             // a 32x block; band chunks split rows
-      {1, 2, 8, 1100, {1, 0}, 0.5f},               // a band of 2 rows in three chunks
+      {2, 9, 64, 96, {5, 1, 0}, 0.5f},             // a 32x block; CPU chunks split rows
+      {1, 2, 8, 1100, {1, 0}, 0.5f},               // a row split across CPU chunks
   };
   unsigned seed = 1;
   for (const auto& c : configs) {
@@ -172,6 +172,30 @@ TEST_CASE("pyramid_fuse: ties go to the first maximum; coherent unity maps") {
                                      std::cos(5.0 * x / u.size(3) - 0.5 * l));
     }
     check_against_naive(p, 0.5f);
+  }
+}
+
+// The CPU path fills the level map by runs of confident cells; the CUDA kernel walks each
+// location's levels with math::fuse_level_at. Both must decide alike, tau off 0.5 included.
+TEST_CASE("pyramid_fuse level map equals math::fuse_level_at per location") {
+  const pyramid p = random_pyramid(2, 3, 32, 48, {4, 2, 1, 0}, 5, 1.f);
+  for (const float tau : {0.5f, 0.3f, 0.8f}) {
+    INFO("tau " << tau);
+    const auto g = ops::make_pyramid_fuse_geometry(ops::detail::shapes_of(p.semantic),
+                                                   ops::detail::shapes_of(p.unity));
+    const fused result = run_fuse(p, tau, false);
+    const float threshold = ops::math::unity_threshold_logit(tau);
+    int64_t mismatches = 0;
+    for (int64_t n = 0; n < 2; ++n)
+      for (int64_t y = 0; y < 32; ++y) {
+        const float* rows[ops::max_pyramid_levels];
+        for (int l = 0; l + 1 < g.levels; ++l)
+          rows[l] = p.unity[size_t(l)].data() + (n * g.height[l] + (y >> g.shift[l])) * g.width[l];
+        for (int64_t x = 0; x < 48; ++x)
+          mismatches += result.level.at(n, y, x) !=
+                        1 + ops::math::fuse_level_at(rows, g.shift, g.levels, x, threshold);
+      }
+    CHECK(mismatches == 0);
   }
 }
 
