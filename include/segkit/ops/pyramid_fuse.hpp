@@ -389,6 +389,9 @@ void write_fused_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begin, 
       }
       stream_copy(stage.data(), W, logits + ((n * C + c) * H + y_begin + r) * W);
     }
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+  _mm_sfence();  // streaming stores are weakly ordered: drain them before the band is done
+#endif
 }
 
 // The level map of one band, the finest rows under row `coarse_row` of level 1 in image n:
