@@ -1,10 +1,13 @@
 // bench_pyramid_fuse — the SaF fuser (ops/pyramid_fuse.hpp) on the shape: C = 150,
 // L = 4 levels of 16^2, 32^2, 64^2, 128^2, batch 8; and the pyramidal ground truth briefly.
-// Reports, all measured in this run: time; the bytes the one-pass algorithm must move (unity
-// maps + the C logits of every answering cell once + outputs written) and the effective GB/s
-// over them; that as a fraction of the measured copy bandwidth; the ratio against the naive
-// segkit composition (ops::resize nearest of every level, sigmoid, threshold, products, sum,
-// argmax) and against PyTorch's Eq. 2 (torch_baseline.py pyramid_fuse).
+// Reports, all measured in this run: time (best of 5 repetitions); the bytes the one-pass
+// algorithm must move (unity maps + the C logits of every answering cell once + outputs
+// written), with those logits counted as 64-byte lines ("line MB", what memory delivers) and
+// as 4-byte values ("useful MB"); the effective GB/s over line bytes as a fraction of the
+// copy bandwidth measured at the start; the ratio against the naive segkit composition
+// (ops::resize nearest of every level, sigmoid, threshold, products, sum, argmax) and against
+// PyTorch's Eq. 2 (torch_baseline.py pyramid_fuse). "_cold" variants evict the caches before
+// every call (the pyramid is about the size of this machine's L3); the goals are judged warm.
 // Unity scenarios: "regions" (smooth fields, confident regions contiguous, ~half of each
 // level confident: what a trained unity head looks like), "scattered" (i.i.d. logits: the
 // same fractions, no spatial coherence), "none" (no coarse level confident: every location
