@@ -15,8 +15,9 @@
 // answering level's logits (first maximum on ties, as torch.argmax); level_map = the 1-based
 // index of the answering level; logits (optional, nullptr skips the work) = the answering
 // level's C logits. One pass: each unity value is read once, and each answering cell's C
-// logits once from memory (a confident coarse cell's argmax serves its whole 2^k x 2^k block;
-// the CPU copy into fused logits reads them again from L2); nothing upsampled is materialised.
+// logits once for the argmax (a confident coarse cell's argmax serves its whole 2^k x 2^k
+// block; the CPU's copy into fused logits reads them once more); nothing upsampled is
+// materialised.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -347,8 +348,8 @@ struct fuse_run {
 
 // The fused logits of finest rows [y_begin, y_end) of image n: per channel, each row assembled
 // run by run from its answering levels' rows, then streamed out once, in order. It runs right
-// after the band's argmax, which left the same logits in L2: run after all bands' argmax
-// instead, it measured 1.3x slower.
+// after the band's argmax, which has just read the same logits: run after all bands' argmax
+// instead, the whole op measured 1.3x slower.
 template <class LevelT>
 void write_fused_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begin, int64_t y_end,
                         const LevelT* level_map, float* logits) {
@@ -504,7 +505,7 @@ void pyramid_fuse(const pyramid_fuse_params& params, const std::vector<tensor<fl
     }
     return;
   }
-  // With logits, band by band: the band's argmax leaves its logits in L2 for the copy.
+  // With logits, band by band, so that the copy follows the argmax that read the same logits.
   float* logit_data = logits->data();
   parallel_for(0, g.batch * bands, 1, [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) {
