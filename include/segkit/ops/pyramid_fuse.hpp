@@ -266,41 +266,52 @@ inline void argmax_group_block(const float* cells, int64_t plane, int32_t c0, in
 #endif
 }
 
-// argmax over C channels of the cells of `groups` (cells + g * fuse_group, `count` of them;
-// the chunk's last group has `last_lanes` <= fuse_group cells), into arg (indexed like cells).
-inline void argmax_groups(const float* cells, int64_t plane, int64_t channels,
-                          const int32_t* groups, int64_t count, int64_t last_group,
-                          int64_t last_lanes, int32_t* arg) {
-  alignas(64) float best[fuse_chunk];
-  const int32_t C = static_cast<int32_t>(channels);
-  auto lanes_of = [&](int64_t g) { return g == last_group ? last_lanes : fuse_group; };
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t j = groups[i] * fuse_group;
-    for (int64_t lane = 0; lane < lanes_of(groups[i]); ++lane) {
+// The cells of one argmax: groups of fuse_group cells at cells + g * fuse_group for g in
+// index[0, count); group last_group holds only last_lanes cells.
+struct fuse_groups {
+  int32_t index[fuse_chunk / fuse_group];
+  int64_t count = 0, last_group = 0, last_lanes = 0;
+  int64_t lanes(int64_t g) const { return g == last_group ? last_lanes : fuse_group; }
+  // Channels the prefetch runs ahead: one block, more when there are few groups.
+  int32_t distance() const {
+    const int64_t blocks = (fuse_lines_ahead / fuse_channel_block + count - 1) / count;
+    return fuse_channel_block * static_cast<int32_t>(std::min<int64_t>(blocks, 8));
+  }
+};
+
+// best/arg of the groups' cells = channel 0; the first channels' lines are requested.
+inline void argmax_start(const float* cells, int64_t plane, int64_t channels,
+                         const fuse_groups& groups, float* best, int32_t* arg) {
+  const int32_t first_channels = std::min<int32_t>(int32_t(channels), 1 + groups.distance());
+  for (int64_t i = 0; i < groups.count; ++i) {
+    const int64_t j = groups.index[i] * fuse_group;
+    for (int64_t lane = 0; lane < groups.lanes(groups.index[i]); ++lane) {
       best[j + lane] = cells[j + lane];
       arg[j + lane] = 0;
     }
+    for (int32_t c = 1; c < first_channels; ++c) prefetch_line(cells + c * plane + j);
   }
-  const int64_t blocks_ahead = (fuse_lines_ahead / fuse_channel_block + count - 1) / count;
-  const int32_t distance =
-      fuse_channel_block * static_cast<int32_t>(std::min<int64_t>(blocks_ahead, 8));
-  for (int64_t i = 0; i < count; ++i)
-    for (int32_t c = 1; c < std::min(C, 1 + distance); ++c)
-      prefetch_line(cells + c * plane + groups[i] * fuse_group);
-  int32_t c0 = 1;
-  for (; c0 + fuse_channel_block <= C; c0 += fuse_channel_block) {
+}
+
+// Folds channels [c_begin, c_end) of the groups' cells into best/arg (indexed like cells).
+inline void argmax_fold(const float* cells, int64_t plane, int64_t channels, int32_t c_begin,
+                        int32_t c_end, const fuse_groups& groups, float* best, int32_t* arg) {
+  const int32_t C = static_cast<int32_t>(channels), distance = groups.distance();
+  int32_t c0 = c_begin;
+  for (; c0 + fuse_channel_block <= c_end; c0 += fuse_channel_block) {
     const int32_t ahead = std::clamp(C - (c0 + distance), 0, fuse_channel_block);
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t j = groups[i] * fuse_group;
-      if (lanes_of(groups[i]) == fuse_group)
+    for (int64_t i = 0; i < groups.count; ++i) {
+      const int64_t g = groups.index[i], j = g * fuse_group;
+      if (groups.lanes(g) == fuse_group)
         argmax_group_block(cells + j, plane, c0, distance, ahead, best + j, arg + j);
       else
-        argmax_cells(cells + j, plane, c0, c0 + fuse_channel_block, last_lanes, best + j, arg + j);
+        argmax_cells(cells + j, plane, c0, c0 + fuse_channel_block, groups.lanes(g), best + j,
+                     arg + j);
     }
   }
-  for (int64_t i = 0; i < count; ++i) {
-    const int64_t j = groups[i] * fuse_group;
-    argmax_cells(cells + j, plane, c0, C, lanes_of(groups[i]), best + j, arg + j);
+  for (int64_t i = 0; c0 < c_end && i < groups.count; ++i) {
+    const int64_t g = groups.index[i], j = g * fuse_group;
+    argmax_cells(cells + j, plane, c0, c_end, groups.lanes(g), best + j, arg + j);
   }
 }
 
@@ -346,55 +357,6 @@ struct fuse_run {
   int level;
 };
 
-// The fused logits of finest rows [y_begin, y_end) of image n: per channel, each row assembled
-// run by run from its answering levels' rows, then streamed out once, in order. It runs right
-// after the band's argmax, which has just read the same logits: run after all bands' argmax
-// instead, the whole op measured 1.3x slower.
-template <class LevelT>
-void write_fused_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begin, int64_t y_end,
-                        const LevelT* level_map, float* logits) {
-  const auto& g = a.g;
-  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], C = g.channels;
-  // Grown once per thread to the band's runs and a row (no allocation in steady state).
-  thread_local std::vector<fuse_run> runs;
-  thread_local std::vector<int64_t> row_end;  // runs of row y_begin + r: [row_end[r-1], row_end[r])
-  thread_local std::vector<float> stage;
-  runs.clear();
-  row_end.clear();
-  stage.resize(size_t(W));
-  for (int64_t y = y_begin; y < y_end; ++y) {
-    const LevelT* level = level_map + (n * H + y) * W;
-    for (int64_t x = 0, end = 0; x < W; x = end) {
-      for (end = x + 1; end < W && level[end] == level[x];) ++end;
-      const int l = int(level[x]) - 1, k = g.shift[l];
-      runs.push_back({x, end, (y >> k) * g.width[l] + (x >> k), l});
-    }
-    row_end.push_back(int64_t(runs.size()));
-  }
-  const float* channel_zero[max_pyramid_levels];
-  int64_t plane[max_pyramid_levels];
-  for (int l = 0; l < g.levels; ++l) {
-    plane[l] = g.height[l] * g.width[l];
-    channel_zero[l] = a.semantic[l] + n * C * plane[l];
-  }
-  for (int64_t c = 0; c < C; ++c)
-    for (int64_t r = 0, run = 0; r < y_end - y_begin; ++r) {
-      for (; run < row_end[size_t(r)]; ++run) {
-        const fuse_run& piece = runs[size_t(run)];
-        const int k = g.shift[piece.level];
-        const float* source = channel_zero[piece.level] + c * plane[piece.level] + piece.source;
-        if (c + 1 < C)  // the next channel's run: 5-10% faster
-          for (int64_t i = 0; i < (piece.x_end - piece.x_begin) >> k; i += fuse_group)
-            prefetch_line(source + plane[piece.level] + i);
-        nearest_expand(source, k, piece.x_end - piece.x_begin, stage.data() + piece.x_begin);
-      }
-      stream_copy(stage.data(), W, logits + ((n * C + c) * H + y_begin + r) * W);
-    }
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-  _mm_sfence();  // streaming stores are weakly ordered: drain them before the band is done
-#endif
-}
-
 // The level map of one band, the finest rows under row `coarse_row` of level 1 in image n:
 // the finest level by default, then each run of confident cells filled in, level by level
 // from fine to coarse, so that the coarsest confident level is left (as math::fuse_level_at
@@ -424,37 +386,39 @@ void fill_level_map(const pyramid_fuse_args& a, int64_t n, int64_t coarse_row, L
   }
 }
 
-// Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: one argmax
-// per answering cell (a cell answers iff the level map at its block's top-left is its
-// level), written to its whole block of labels.
+// Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: which answer
+// (a cell answers iff the level map at its block's top-left is its level) and the groups that
+// hold them.
 template <class LevelT>
-void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t first, int64_t last,
-                      int32_t* labels, const LevelT* level_map) {
+void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first, int64_t last,
+                    const LevelT* level_map, uint8_t* answers, fuse_groups& groups) {
   const auto& g = a.g;
-  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], C = g.channels;
+  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], wl = g.width[l];
   const int k = g.shift[l];
-  const int64_t wl = g.width[l], plane = g.height[l] * wl;
   const int64_t count = last - first;
   const LevelT answer = static_cast<LevelT>(l + 1);
-  // Row by row, so that at the finest level (k = 0) both loops run over contiguous cells.
-  uint8_t answers[fuse_chunk];
+  // Row by row, so that at the finest level (k = 0) the loop runs over contiguous cells.
   for (int64_t r = first / wl; r * wl < last; ++r) {
     const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
     const LevelT* level = level_map + (n * H + (r << k)) * W;
     for (int64_t i = begin; i < end; ++i) answers[i - first] = level[(i - r * wl) << k] == answer;
   }
-  int32_t groups[fuse_chunk / fuse_group];
-  int64_t active = 0;
+  groups.count = 0;
   for (int64_t group = 0; group * fuse_group < count; ++group) {
     const int64_t begin = group * fuse_group, end = std::min(count, begin + fuse_group);
     if (std::find(answers + begin, answers + end, uint8_t(1)) != answers + end)
-      groups[active++] = static_cast<int32_t>(group);
+      groups.index[groups.count++] = static_cast<int32_t>(group);
   }
-  if (active == 0) return;
-  const int64_t last_group = (count - 1) / fuse_group;
-  int32_t arg[fuse_chunk];
-  argmax_groups(a.semantic[l] + n * C * plane + first, plane, C, groups, active, last_group,
-                count - last_group * fuse_group, arg);
+  groups.last_group = (count - 1) / fuse_group;
+  groups.last_lanes = count - groups.last_group * fuse_group;
+}
+
+// Each answering cell's argmax written to its whole block of labels (cells as above).
+inline void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64_t first,
+                         int64_t last, const uint8_t* answers, const int32_t* arg,
+                         int32_t* labels) {
+  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], wl = g.width[l];
+  const int k = g.shift[l];
   for (int64_t r = first / wl; r * wl < last; ++r) {
     const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
     for (int64_t y = r << k; y < (r + 1) << k; ++y) {
@@ -468,6 +432,142 @@ void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t firs
         if (answers[i - first]) std::fill_n(out + (i << k), int64_t(1) << k, arg[i - first]);
     }
   }
+}
+
+// Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: one argmax
+// per answering cell, written to its whole block of labels.
+template <class LevelT>
+void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t first, int64_t last,
+                      int32_t* labels, const LevelT* level_map) {
+  const auto& g = a.g;
+  const int64_t plane = g.height[l] * g.width[l];
+  uint8_t answers[fuse_chunk];
+  fuse_groups groups;
+  find_answering(a, l, n, first, last, level_map, answers, groups);
+  if (groups.count == 0) return;
+  const float* cells = a.semantic[l] + n * g.channels * plane + first;
+  alignas(64) float best[fuse_chunk];
+  int32_t arg[fuse_chunk];
+  argmax_start(cells, plane, g.channels, groups, best, arg);
+  argmax_fold(cells, plane, g.channels, 1, int32_t(g.channels), groups, best, arg);
+  write_labels(g, l, n, first, last, answers, arg, labels);
+}
+
+// The runs of finest rows [y_begin, y_end) of image n: those of row y_begin + r end at
+// row_end[r]. Kept per thread, grown once (no allocation in steady state).
+struct fuse_band_runs {
+  std::vector<fuse_run> runs;
+  std::vector<int64_t> row_end;
+};
+
+template <class LevelT>
+void find_runs(const pyramid_fuse_geometry& g, int64_t n, int64_t y_begin, int64_t y_end,
+               const LevelT* level_map, fuse_band_runs& band) {
+  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1];
+  band.runs.clear();
+  band.row_end.clear();
+  for (int64_t y = y_begin; y < y_end; ++y) {
+    const LevelT* level = level_map + (n * H + y) * W;
+    for (int64_t x = 0, end = 0; x < W; x = end) {
+      for (end = x + 1; end < W && level[end] == level[x];) ++end;
+      const int l = int(level[x]) - 1, k = g.shift[l];
+      band.runs.push_back({x, end, (y >> k) * g.width[l] + (x >> k), l});
+    }
+    band.row_end.push_back(int64_t(band.runs.size()));
+  }
+}
+
+// Channel c of the fused logits of the band's rows (contiguous in the output), assembled run
+// by run from the answering levels' rows into `stage` (rows x W floats), then streamed out.
+inline void copy_fused_channel(const pyramid_fuse_args& a, int64_t n, int64_t c, int64_t y_begin,
+                               const fuse_band_runs& band, bool prefetch_next, float* stage,
+                               float* logits) {
+  const auto& g = a.g;
+  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], C = g.channels;
+  const int64_t rows = int64_t(band.row_end.size());
+  for (int64_t r = 0, run = 0; r < rows; ++r)
+    for (; run < band.row_end[size_t(r)]; ++run) {
+      const fuse_run& piece = band.runs[size_t(run)];
+      const int k = g.shift[piece.level];
+      const int64_t plane = g.height[piece.level] * g.width[piece.level];
+      const float* source = a.semantic[piece.level] + (n * C + c) * plane + piece.source;
+      if (prefetch_next && c + 1 < C)  // the next channel's run: 5-10% faster
+        for (int64_t i = 0; i < (piece.x_end - piece.x_begin) >> k; i += fuse_group)
+          prefetch_line(source + plane + i);
+      nearest_expand(source, k, piece.x_end - piece.x_begin, stage + r * W + piece.x_begin);
+    }
+  stream_copy(stage, rows * W, logits + ((n * C + c) * H + y_begin) * W);
+}
+
+inline void drain_streaming_stores() {
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+  _mm_sfence();  // streaming stores are weakly ordered: drain them before the band is done
+#endif
+}
+
+// Band rows [y_begin, y_end) of image n with fused logits: channel block by channel block, the
+// argmax of every level's answering cells and then the copy of the same channels, so that
+// the copy finds the lines the argmax has just read in L1. Needs the band's finest cells to
+// fit one chunk (then every coarser level's do); wider bands take the argmax level by level
+// and the copy after it.
+template <class LevelT>
+void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begin, int64_t y_end,
+                           int32_t* labels, float* logits, const LevelT* level_map) {
+  const auto& g = a.g;
+  const int64_t W = g.width[g.levels - 1], C = g.channels;
+  thread_local fuse_band_runs band;
+  thread_local std::vector<float> stage;
+  find_runs(g, n, y_begin, y_end, level_map, band);
+  stage.resize(size_t((y_end - y_begin) * W));
+  if ((y_end - y_begin) * W > fuse_chunk) {
+    for (int l = 0; l < g.levels; ++l) {
+      const int k = g.shift[l];
+      const int64_t cells_end = (y_end >> k) * g.width[l];
+      for (int64_t begin = (y_begin >> k) * g.width[l]; begin < cells_end; begin += fuse_chunk)
+        fuse_level_chunk(a, l, n, begin, std::min(cells_end, begin + fuse_chunk), labels,
+                         level_map);
+    }
+    for (int64_t c = 0; c < C; ++c)
+      copy_fused_channel(a, n, c, y_begin, band, true, stage.data(), logits);
+    drain_streaming_stores();
+    return;
+  }
+  struct level_cells {
+    int64_t first = 0, last = 0, plane = 0, offset = 0;  // offset into best and arg
+    const float* cells = nullptr;
+    uint8_t answers[fuse_chunk];
+    fuse_groups groups;
+  };
+  level_cells level[max_pyramid_levels];
+  alignas(64) float best[2 * fuse_chunk];  // levels 2x apart: < 4/3 fuse_chunk cells in all
+  int32_t arg[2 * fuse_chunk];
+  for (int l = 0, offset = 0; l < g.levels; ++l) {
+    level_cells& part = level[l];
+    const int k = g.shift[l];
+    part.first = (y_begin >> k) * g.width[l];
+    part.last = (y_end >> k) * g.width[l];
+    part.plane = g.height[l] * g.width[l];
+    part.cells = a.semantic[l] + n * C * part.plane + part.first;
+    part.offset = offset;
+    offset += int(part.last - part.first);
+    find_answering(a, l, n, part.first, part.last, level_map, part.answers, part.groups);
+    if (part.groups.count > 0)
+      argmax_start(part.cells, part.plane, C, part.groups, best + part.offset, arg + part.offset);
+  }
+  copy_fused_channel(a, n, 0, y_begin, band, false, stage.data(), logits);
+  for (int32_t c0 = 1; c0 < C; c0 += fuse_channel_block) {
+    const int32_t c1 = std::min<int32_t>(int32_t(C), c0 + fuse_channel_block);
+    for (int l = 0; l < g.levels; ++l)
+      if (level[l].groups.count > 0)
+        argmax_fold(level[l].cells, level[l].plane, C, c0, c1, level[l].groups,
+                    best + level[l].offset, arg + level[l].offset);
+    for (int32_t c = c0; c < c1; ++c)
+      copy_fused_channel(a, n, c, y_begin, band, false, stage.data(), logits);
+  }
+  drain_streaming_stores();
+  for (int l = 0; l < g.levels; ++l)
+    write_labels(g, l, n, level[l].first, level[l].last, level[l].answers, arg + level[l].offset,
+                 labels);
 }
 
 }  // namespace detail
@@ -505,21 +605,13 @@ void pyramid_fuse(const pyramid_fuse_params& params, const std::vector<tensor<fl
     }
     return;
   }
-  // With logits, band by band, so that the copy follows the argmax that read the same logits.
+  // With logits, band by band (see fuse_band_with_logits).
   float* logit_data = logits->data();
   parallel_for(0, g.batch * bands, 1, [&](int64_t first, int64_t last) {
     for (int64_t i = first; i < last; ++i) {
-      const int64_t n = i / bands, y_begin = i % bands << g.shift[0];
-      const int64_t y_end = y_begin + (int64_t(1) << g.shift[0]);
-      for (int l = 0; l < g.levels; ++l) {
-        const int k = g.shift[l];
-        const int64_t cells_end = (y_end >> k) * g.width[l];
-        for (int64_t begin = (y_begin >> k) * g.width[l]; begin < cells_end;
-             begin += detail::fuse_chunk)
-          detail::fuse_level_chunk(a, l, n, begin, std::min(cells_end, begin + detail::fuse_chunk),
-                                   label_data, level_data);
-      }
-      detail::write_fused_logits(a, n, y_begin, y_end, level_data, logit_data);
+      const int64_t y_begin = i % bands << g.shift[0];
+      detail::fuse_band_with_logits(a, i / bands, y_begin, y_begin + (int64_t(1) << g.shift[0]),
+                                    label_data, logit_data, level_data);
     }
   });
 }
