@@ -315,48 +315,6 @@ inline void argmax_fold(const float* cells, int64_t plane, int64_t channels, int
   }
 }
 
-// target[i] = source[i >> k] for i < count: nearest upsampling of one run of whole cells, 16
-// outputs per permute where the CPU has AVX-512.
-inline void nearest_expand(const float* source, int k, int64_t count, float* target) {
-  int64_t i = 0;
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-  // (The masked forms with an all-ones mask: the plain ones trip GCC 12's false
-  // -Wmaybe-uninitialized, bug 105593; see attention2d.hpp.)
-  constexpr __mmask16 all = 0xFFFF;
-  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i index = _mm512_mask_srlv_epi32(lane, all, lane, _mm512_set1_epi32(k));
-  const int64_t per_vector = k < 4 ? 16 >> k : 1;  // the source values 16 outputs span
-  for (; i < count; i += 16) {
-    const int64_t outputs = std::min<int64_t>(16, count - i);
-    const int64_t inputs = std::min(per_vector, ((outputs - 1) >> k) + 1);
-    const __m512 values = _mm512_maskz_loadu_ps(__mmask16((1u << inputs) - 1), source + (i >> k));
-    _mm512_mask_storeu_ps(target + i, __mmask16((1u << outputs) - 1),
-                          _mm512_mask_permutexvar_ps(values, all, index, values));
-  }
-#endif
-  for (; i < count; ++i) target[i] = source[i >> k];
-}
-
-// target[0, count) = source[0, count) with streaming stores where the CPU has them: the fused
-// logits are written once and are larger than the caches, so reading their lines in first
-// (a plain store's write-allocate) would double the traffic.
-inline void stream_copy(const float* source, int64_t count, float* target) {
-  int64_t i = 0;
-#if defined(__AVX512F__) && !defined(__CUDACC__)
-  for (; i < count && reinterpret_cast<uintptr_t>(target + i) % 64 != 0; ++i) target[i] = source[i];
-  for (; i + 16 <= count; i += 16) _mm512_stream_ps(target + i, _mm512_loadu_ps(source + i));
-#endif
-  for (; i < count; ++i) target[i] = source[i];
-}
-
-// Locations [x_begin, x_end) of one finest row answered by one (0-based) level: whole cells of
-// that level (both ends are multiples of its block width), whose first is `source` cells into
-// each channel plane of the level in this image.
-struct fuse_run {
-  int64_t x_begin, x_end, source;
-  int level;
-};
-
 // The level map of one band, the finest rows under row `coarse_row` of level 1 in image n:
 // the finest level by default, then each run of confident cells filled in, level by level
 // from fine to coarse, so that the coarsest confident level is left (as math::fuse_level_at
@@ -453,50 +411,95 @@ void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t firs
   write_labels(g, l, n, first, last, answers, arg, labels);
 }
 
-// The runs of finest rows [y_begin, y_end) of image n: those of row y_begin + r end at
-// row_end[r]. Kept per thread, grown once (no allocation in steady state).
-struct fuse_band_runs {
-  std::vector<fuse_run> runs;
-  std::vector<int64_t> row_end;
+// Up to fuse_group consecutive outputs of a band's fused logits (its rows, contiguous in each
+// channel plane, indexed flat), inside one output vector and one finest row and answered by
+// one level: lane j of output vector `vector` (j in `mask`, the first being `first_lane`)
+// takes cell source + index[j] of the level's channel plane, of which `load_mask` covers the
+// cells the piece reads. A band's pieces are found once and serve all C channels.
+struct fuse_piece {
+  int64_t source;
+  int32_t vector;
+  uint16_t mask, load_mask;
+  int8_t level, shift, first_lane;
+  int8_t index[fuse_group];
 };
 
+// The pieces of finest rows [y_begin, y_end) of image n, in output order.
 template <class LevelT>
-void find_runs(const pyramid_fuse_geometry& g, int64_t n, int64_t y_begin, int64_t y_end,
-               const LevelT* level_map, fuse_band_runs& band) {
+void find_pieces(const pyramid_fuse_geometry& g, int64_t n, int64_t y_begin, int64_t y_end,
+                 const LevelT* level_map, std::vector<fuse_piece>& pieces) {
   const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1];
-  band.runs.clear();
-  band.row_end.clear();
-  for (int64_t y = y_begin; y < y_end; ++y) {
+  const int64_t count = (y_end - y_begin) * W;
+  pieces.clear();
+  for (int64_t f = 0; f < count;) {
+    const int64_t y = y_begin + f / W, x = f % W, lane = f % fuse_group;
     const LevelT* level = level_map + (n * H + y) * W;
-    for (int64_t x = 0, end = 0; x < W; x = end) {
-      for (end = x + 1; end < W && level[end] == level[x];) ++end;
-      const int l = int(level[x]) - 1, k = g.shift[l];
-      band.runs.push_back({x, end, (y >> k) * g.width[l] + (x >> k), l});
-    }
-    band.row_end.push_back(int64_t(band.runs.size()));
+    const int64_t limit = std::min(W, x + fuse_group - lane);  // the row's or the vector's end
+    int64_t stop = x + 1;
+    while (stop < limit && level[stop] == level[x]) ++stop;
+    fuse_piece piece{};
+    piece.level = static_cast<int8_t>(level[x] - 1);
+    piece.shift = static_cast<int8_t>(g.shift[piece.level]);
+    piece.first_lane = static_cast<int8_t>(lane);
+    piece.vector = static_cast<int32_t>(f / fuse_group);
+    piece.mask = static_cast<uint16_t>(((1u << (stop - x)) - 1) << lane);
+    const int k = piece.shift;
+    piece.source = (y >> k) * g.width[piece.level] + (x >> k);
+    for (int64_t j = lane; j < lane + stop - x; ++j)
+      piece.index[j] = static_cast<int8_t>(((x - lane + j) >> k) - (x >> k));
+    piece.load_mask = static_cast<uint16_t>((1u << (((stop - 1) >> k) - (x >> k) + 1)) - 1);
+    pieces.push_back(piece);
+    f += stop - x;
   }
 }
 
-// Channel c of the fused logits of the band's rows (contiguous in the output), assembled run
-// by run from the answering levels' rows into `stage` (rows x W floats), then streamed out.
-inline void copy_fused_channel(const pyramid_fuse_args& a, int64_t n, int64_t c, int64_t y_begin,
-                               const fuse_band_runs& band, bool prefetch_next, float* stage,
-                               float* logits) {
+// Channel c of the fused logits of a band of `count` outputs, written to `out` vector by
+// vector from the band's pieces: a finest-level piece is one masked load, a coarser one a
+// masked load and a permute (nearest upsampling). Full vectors go out as streaming stores
+// where `out` is 64-byte aligned: the fused logits are written once and are larger than the
+// caches, so reading their lines in first (a plain store's write-allocate) would double the
+// traffic.
+inline void copy_fused_channel(const pyramid_fuse_args& a, int64_t n, int64_t c,
+                               const std::vector<fuse_piece>& pieces, int64_t count, float* out) {
   const auto& g = a.g;
-  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], C = g.channels;
-  const int64_t rows = int64_t(band.row_end.size());
-  for (int64_t r = 0, run = 0; r < rows; ++r)
-    for (; run < band.row_end[size_t(r)]; ++run) {
-      const fuse_run& piece = band.runs[size_t(run)];
-      const int k = g.shift[piece.level];
-      const int64_t plane = g.height[piece.level] * g.width[piece.level];
-      const float* source = a.semantic[piece.level] + (n * C + c) * plane + piece.source;
-      if (prefetch_next && c + 1 < C)  // the next channel's run: 5-10% faster
-        for (int64_t i = 0; i < (piece.x_end - piece.x_begin) >> k; i += fuse_group)
-          prefetch_line(source + plane + i);
-      nearest_expand(source, k, piece.x_end - piece.x_begin, stage + r * W + piece.x_begin);
+  const float* planes[max_pyramid_levels];
+  for (int l = 0; l < g.levels; ++l)
+    planes[l] = a.semantic[l] + (n * g.channels + c) * g.height[l] * g.width[l];
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  const fuse_piece* piece = pieces.data();
+  const fuse_piece* const end = piece + pieces.size();
+  for (int64_t v = 0; v * fuse_group < count; ++v) {
+    __m512 values = _mm512_setzero_ps();
+    for (; piece != end && piece->vector == v; ++piece) {
+      const float* source = planes[piece->level] + piece->source;
+      if (piece->shift == 0) {
+        values = _mm512_mask_loadu_ps(values, piece->mask, source - piece->first_lane);
+        continue;
+      }
+      // (maskz with all lanes: the plain form trips GCC 12's false -Wmaybe-uninitialized, bug
+      // 105593; see attention2d.hpp.)
+      const __m512i index = _mm512_maskz_cvtepi8_epi32(
+          0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(piece->index)));
+      values = _mm512_mask_permutexvar_ps(values, piece->mask, index,
+                                          _mm512_maskz_loadu_ps(piece->load_mask, source));
     }
-  stream_copy(stage, rows * W, logits + ((n * C + c) * H + y_begin) * W);
+    float* target = out + v * fuse_group;
+    if (count - v * fuse_group < fuse_group)
+      _mm512_mask_storeu_ps(target, __mmask16((1u << (count - v * fuse_group)) - 1), values);
+    else if (aligned)
+      _mm512_stream_ps(target, values);
+    else
+      _mm512_storeu_ps(target, values);
+  }
+#else
+  (void)count;
+  for (const fuse_piece& piece : pieces) {
+    const float* source = planes[piece.level] + piece.source;
+    for (int j = 0; j < fuse_group; ++j)
+      if (piece.mask >> j & 1) out[piece.vector * fuse_group + j] = source[piece.index[j]];
+  }
+#endif
 }
 
 inline void drain_streaming_stores() {
@@ -514,12 +517,12 @@ template <class LevelT>
 void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begin, int64_t y_end,
                            int32_t* labels, float* logits, const LevelT* level_map) {
   const auto& g = a.g;
-  const int64_t W = g.width[g.levels - 1], C = g.channels;
-  thread_local fuse_band_runs band;
-  thread_local std::vector<float> stage;
-  find_runs(g, n, y_begin, y_end, level_map, band);
-  stage.resize(size_t((y_end - y_begin) * W));
-  if ((y_end - y_begin) * W > fuse_chunk) {
+  const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], C = g.channels;
+  const int64_t count = (y_end - y_begin) * W;
+  float* const out = logits + (n * C * H + y_begin) * W;  // channel c's band: out + c * H * W
+  thread_local std::vector<fuse_piece> pieces;            // grown once per thread
+  find_pieces(g, n, y_begin, y_end, level_map, pieces);
+  if (count > fuse_chunk) {
     for (int l = 0; l < g.levels; ++l) {
       const int k = g.shift[l];
       const int64_t cells_end = (y_end >> k) * g.width[l];
@@ -527,8 +530,7 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
         fuse_level_chunk(a, l, n, begin, std::min(cells_end, begin + fuse_chunk), labels,
                          level_map);
     }
-    for (int64_t c = 0; c < C; ++c)
-      copy_fused_channel(a, n, c, y_begin, band, true, stage.data(), logits);
+    for (int64_t c = 0; c < C; ++c) copy_fused_channel(a, n, c, pieces, count, out + c * H * W);
     drain_streaming_stores();
     return;
   }
@@ -554,15 +556,14 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
     if (part.groups.count > 0)
       argmax_start(part.cells, part.plane, C, part.groups, best + part.offset, arg + part.offset);
   }
-  copy_fused_channel(a, n, 0, y_begin, band, false, stage.data(), logits);
+  copy_fused_channel(a, n, 0, pieces, count, out);
   for (int32_t c0 = 1; c0 < C; c0 += fuse_channel_block) {
     const int32_t c1 = std::min<int32_t>(int32_t(C), c0 + fuse_channel_block);
     for (int l = 0; l < g.levels; ++l)
       if (level[l].groups.count > 0)
         argmax_fold(level[l].cells, level[l].plane, C, c0, c1, level[l].groups,
                     best + level[l].offset, arg + level[l].offset);
-    for (int32_t c = c0; c < c1; ++c)
-      copy_fused_channel(a, n, c, y_begin, band, false, stage.data(), logits);
+    for (int32_t c = c0; c < c1; ++c) copy_fused_channel(a, n, c, pieces, count, out + c * H * W);
   }
   drain_streaming_stores();
   for (int l = 0; l < g.levels; ++l)
