@@ -267,8 +267,10 @@ inline void argmax_group_block(const float* cells, int64_t plane, int32_t c0, in
 }
 
 // The cells of one argmax: groups of fuse_group cells at cells + g * fuse_group for g in
-// index[0, count); group last_group holds only last_lanes cells.
+// index[0, count); group last_group holds only last_lanes cells. Bit j of answers[g]: cell
+// g * fuse_group + j answers.
 struct fuse_groups {
+  uint16_t answers[fuse_chunk / fuse_group];
   int32_t index[fuse_chunk / fuse_group];
   int64_t count = 0, last_group = 0, last_lanes = 0;
   int64_t lanes(int64_t g) const { return g == last_group ? last_lanes : fuse_group; }
@@ -344,50 +346,84 @@ void fill_level_map(const pyramid_fuse_args& a, int64_t n, int64_t coarse_row, L
   }
 }
 
+// Bit j set where cells[j] == value, for j < lanes <= fuse_group.
+template <class LevelT>
+uint16_t equal_lanes(const LevelT* cells, int64_t lanes, LevelT value) {
+#if defined(__AVX512BW__) && defined(__AVX512VL__) && !defined(__CUDACC__)
+  const __mmask16 valid = static_cast<__mmask16>((1u << lanes) - 1);
+  if constexpr (std::is_same_v<LevelT, uint8_t>)
+    return _mm_mask_cmpeq_epi8_mask(valid, _mm_maskz_loadu_epi8(valid, cells),
+                                    _mm_set1_epi8(static_cast<char>(value)));
+  else
+    return _mm512_mask_cmpeq_epi32_mask(valid, _mm512_maskz_loadu_epi32(valid, cells),
+                                        _mm512_set1_epi32(value));
+#else
+  uint16_t bits = 0;
+  for (int64_t j = 0; j < lanes; ++j) bits |= static_cast<uint16_t>((cells[j] == value) << j);
+  return bits;
+#endif
+}
+
 // Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: which answer
 // (a cell answers iff the level map at its block's top-left is its level) and the groups that
 // hold them.
 template <class LevelT>
 void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first, int64_t last,
-                    const LevelT* level_map, uint8_t* answers, fuse_groups& groups) {
+                    const LevelT* level_map, fuse_groups& groups) {
   const auto& g = a.g;
   const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], wl = g.width[l];
   const int k = g.shift[l];
-  const int64_t count = last - first;
+  const int64_t count = last - first, group_count = (count + fuse_group - 1) / fuse_group;
   const LevelT answer = static_cast<LevelT>(l + 1);
-  // Row by row, so that at the finest level (k = 0) the loop runs over contiguous cells.
-  for (int64_t r = first / wl; r * wl < last; ++r) {
-    const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
-    const LevelT* level = level_map + (n * H + (r << k)) * W;
-    for (int64_t i = begin; i < end; ++i) answers[i - first] = level[(i - r * wl) << k] == answer;
+  if (k == 0) {  // the finest level: its plane is laid out as the level map's
+    const LevelT* level = level_map + n * H * W + first;
+    for (int64_t group = 0; group < group_count; ++group)
+      groups.answers[group] = equal_lanes(level + group * fuse_group,
+                                          std::min(fuse_group, count - group * fuse_group), answer);
+  } else {
+    std::fill_n(groups.answers, group_count, uint16_t(0));
+    for (int64_t r = first / wl; r * wl < last; ++r) {
+      const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
+      const LevelT* level = level_map + (n * H + (r << k)) * W;
+      for (int64_t i = begin; i < end; ++i)
+        if (level[(i - r * wl) << k] == answer)
+          groups.answers[(i - first) / fuse_group] |= uint16_t(1u << ((i - first) % fuse_group));
+    }
   }
   groups.count = 0;
-  for (int64_t group = 0; group * fuse_group < count; ++group) {
-    const int64_t begin = group * fuse_group, end = std::min(count, begin + fuse_group);
-    if (std::find(answers + begin, answers + end, uint8_t(1)) != answers + end)
-      groups.index[groups.count++] = static_cast<int32_t>(group);
-  }
-  groups.last_group = (count - 1) / fuse_group;
+  for (int64_t group = 0; group < group_count; ++group)
+    if (groups.answers[group] != 0) groups.index[groups.count++] = static_cast<int32_t>(group);
+  groups.last_group = group_count - 1;
   groups.last_lanes = count - groups.last_group * fuse_group;
 }
 
 // Each answering cell's argmax written to its whole block of labels (cells as above).
 inline void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64_t first,
-                         int64_t last, const uint8_t* answers, const int32_t* arg,
+                         int64_t last, const fuse_groups& groups, const int32_t* arg,
                          int32_t* labels) {
   const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], wl = g.width[l];
   const int k = g.shift[l];
+  if (k == 0) {
+    int32_t* out = labels + n * H * W + first;
+    for (int64_t i = 0; i < groups.count; ++i) {
+      const int64_t j = groups.index[i] * fuse_group;
+#if defined(__AVX512F__) && !defined(__CUDACC__)
+      _mm512_mask_storeu_epi32(out + j, groups.answers[groups.index[i]],
+                               _mm512_loadu_si512(arg + j));
+#else
+      for (int64_t lane = 0; lane < groups.lanes(groups.index[i]); ++lane)
+        if (groups.answers[groups.index[i]] >> lane & 1) out[j + lane] = arg[j + lane];
+#endif
+    }
+    return;
+  }
   for (int64_t r = first / wl; r * wl < last; ++r) {
     const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
     for (int64_t y = r << k; y < (r + 1) << k; ++y) {
       int32_t* out = labels + (n * H + y) * W - (r * wl << k);
-      if (k == 0) {
-        for (int64_t i = begin; i < end; ++i)
-          if (answers[i - first]) out[i] = arg[i - first];
-        continue;
-      }
       for (int64_t i = begin; i < end; ++i)
-        if (answers[i - first]) std::fill_n(out + (i << k), int64_t(1) << k, arg[i - first]);
+        if (groups.answers[(i - first) / fuse_group] >> ((i - first) % fuse_group) & 1)
+          std::fill_n(out + (i << k), int64_t(1) << k, arg[i - first]);
     }
   }
 }
@@ -399,16 +435,15 @@ void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t firs
                       int32_t* labels, const LevelT* level_map) {
   const auto& g = a.g;
   const int64_t plane = g.height[l] * g.width[l];
-  uint8_t answers[fuse_chunk];
   fuse_groups groups;
-  find_answering(a, l, n, first, last, level_map, answers, groups);
+  find_answering(a, l, n, first, last, level_map, groups);
   if (groups.count == 0) return;
   const float* cells = a.semantic[l] + n * g.channels * plane + first;
   alignas(64) float best[fuse_chunk];
   int32_t arg[fuse_chunk];
   argmax_start(cells, plane, g.channels, groups, best, arg);
   argmax_fold(cells, plane, g.channels, 1, int32_t(g.channels), groups, best, arg);
-  write_labels(g, l, n, first, last, answers, arg, labels);
+  write_labels(g, l, n, first, last, groups, arg, labels);
 }
 
 // Up to fuse_group consecutive outputs of a band's fused logits (its rows, contiguous in each
@@ -537,7 +572,6 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
   struct level_cells {
     int64_t first = 0, last = 0, plane = 0, offset = 0;  // offset into best and arg
     const float* cells = nullptr;
-    uint8_t answers[fuse_chunk];
     fuse_groups groups;
   };
   level_cells level[max_pyramid_levels];
@@ -552,7 +586,7 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
     part.cells = a.semantic[l] + n * C * part.plane + part.first;
     part.offset = offset;
     offset += int(part.last - part.first);
-    find_answering(a, l, n, part.first, part.last, level_map, part.answers, part.groups);
+    find_answering(a, l, n, part.first, part.last, level_map, part.groups);
     if (part.groups.count > 0)
       argmax_start(part.cells, part.plane, C, part.groups, best + part.offset, arg + part.offset);
   }
@@ -567,7 +601,7 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
   }
   drain_streaming_stores();
   for (int l = 0; l < g.levels; ++l)
-    write_labels(g, l, n, level[l].first, level[l].last, level[l].answers, arg + level[l].offset,
+    write_labels(g, l, n, level[l].first, level[l].last, level[l].groups, arg + level[l].offset,
                  labels);
 }
 
