@@ -450,13 +450,13 @@ void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t firs
 // Up to fuse_group consecutive outputs of a band's fused logits (its rows, contiguous in each
 // channel plane, indexed flat), inside one output vector and one finest row and answered by
 // one level: lane j of output vector `vector` (j in `mask`, the first being `first_lane`)
-// takes cell source + index[j] of the level's channel plane, of which `load_mask` covers the
-// cells the piece reads. A band's pieces are found once and serve all C channels.
+// takes cell source + index[j] of the level's channel plane; the piece reads `cells` cells
+// from `source` on. A band's pieces are found once and serve all C channels.
 struct fuse_piece {
   int64_t source;
   int32_t vector;
-  uint16_t mask, load_mask;
-  int8_t level, shift, first_lane;
+  uint16_t mask;
+  int8_t level, shift, first_lane, cells;
   int8_t index[fuse_group];
 };
 
@@ -483,7 +483,7 @@ void find_pieces(const pyramid_fuse_geometry& g, int64_t n, int64_t y_begin, int
     piece.source = (y >> k) * g.width[piece.level] + (x >> k);
     for (int64_t j = lane; j < lane + stop - x; ++j)
       piece.index[j] = static_cast<int8_t>(((x - lane + j) >> k) - (x >> k));
-    piece.load_mask = static_cast<uint16_t>((1u << (((stop - 1) >> k) - (x >> k) + 1)) - 1);
+    piece.cells = static_cast<int8_t>(((stop - 1) >> k) - (x >> k) + 1);
     pieces.push_back(piece);
     f += stop - x;
   }
@@ -508,17 +508,29 @@ inline void copy_fused_channel(const pyramid_fuse_args& a, int64_t n, int64_t c,
   for (int64_t v = 0; v * fuse_group < count; ++v) {
     __m512 values = _mm512_setzero_ps();
     for (; piece != end && piece->vector == v; ++piece) {
+      // Whole aligned lines only: a load that spans a line the piece does not read would fetch
+      // that line all the same, mask or not, and the argmax did not bring it in.
       const float* source = planes[piece->level] + piece->source;
-      if (piece->shift == 0) {
-        values = _mm512_mask_loadu_ps(values, piece->mask, source - piece->first_lane);
+      const float* line =
+          reinterpret_cast<const float*>(reinterpret_cast<uintptr_t>(source) & ~uintptr_t(63));
+      const int offset = static_cast<int>(source - line);
+      if (piece->shift == 0 && offset == piece->first_lane) {  // a finest-level run, in place
+        values = _mm512_mask_load_ps(values, piece->mask, line);
         continue;
       }
       // (maskz with all lanes: the plain form trips GCC 12's false -Wmaybe-uninitialized, bug
       // 105593; see attention2d.hpp.)
-      const __m512i index = _mm512_maskz_cvtepi8_epi32(
-          0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(piece->index)));
-      values = _mm512_mask_permutexvar_ps(values, piece->mask, index,
-                                          _mm512_maskz_loadu_ps(piece->load_mask, source));
+      const __m512i index = _mm512_add_epi32(
+          _mm512_maskz_cvtepi8_epi32(
+              0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(piece->index))),
+          _mm512_set1_epi32(offset));
+      const __m512 first = _mm512_load_ps(line);
+      if (offset + piece->cells <= fuse_group)
+        values = _mm512_mask_permutexvar_ps(values, piece->mask, index, first);
+      else
+        values = _mm512_mask_mov_ps(
+            values, piece->mask,
+            _mm512_permutex2var_ps(first, index, _mm512_load_ps(line + fuse_group)));
     }
     float* target = out + v * fuse_group;
     if (count - v * fuse_group < fuse_group)
