@@ -116,20 +116,25 @@ inline machine_peak detect_peak(bool print = true) {
   return peak;
 }
 
+// target[0, bytes) = source[0, bytes), one memcpy per thread over an equal share.
+inline void parallel_copy(const char* source, char* target, size_t bytes) {
+  const int64_t threads = num_threads();
+  parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
+    for (int64_t t = first; t < last; ++t) {
+      const size_t begin = bytes * size_t(t) / size_t(threads);
+      const size_t end = bytes * size_t(t + 1) / size_t(threads);
+      std::memcpy(target + begin, source + begin, end - begin);
+    }
+  });
+}
+
 // Best-of-5 copy of a 256 MiB buffer; bytes read + bytes written per second, in GB/s.
 inline double measure_copy_gbps(size_t bytes = size_t(256) << 20) {
   std::vector<char> source(bytes, 1), target(bytes, 0);
   double best = 0;
-  const int64_t threads = num_threads();
   for (int attempt = 0; attempt < 5; ++attempt) {
     const auto start = std::chrono::steady_clock::now();
-    parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
-      for (int64_t t = first; t < last; ++t) {
-        const size_t begin = bytes * size_t(t) / size_t(threads);
-        const size_t end = bytes * size_t(t + 1) / size_t(threads);
-        std::memcpy(target.data() + begin, source.data() + begin, end - begin);
-      }
-    });
+    parallel_copy(source.data(), target.data(), bytes);
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     best = std::max(best, 2.0 * double(bytes) / seconds * 1e-9);
