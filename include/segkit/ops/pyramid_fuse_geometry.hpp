@@ -7,7 +7,6 @@
 // naming the level and both shapes, and value_error naming tau, for every input that
 // pyramid_fuse.hpp's contract excludes.
 #pragma once
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>

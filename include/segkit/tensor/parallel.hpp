@@ -3,6 +3,9 @@
 // Built without OpenMP, every loop runs serially and gives identical results.
 // Guarantees: parallel_for calls body(first, last) on disjoint chunks covering [begin, end)
 // exactly once each; chunking is static, so results never depend on scheduling.
+// parallel_for_dynamic calls body(i) for every i in [begin, end) exactly once, the threads
+// taking indices in increasing order as they finish (for items of unequal cost); its bodies
+// must write disjoint outputs, so that the result does not depend on which thread ran what.
 #pragma once
 #include <algorithm>
 #include <cstdint>
@@ -50,6 +53,20 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, const Body& body) {
 #endif
   (void)chunks;
   body(begin, end);
+}
+
+// One item at a time, to whichever thread is free: balances items whose costs differ (work
+// the static split of parallel_for would leave one thread idle on).
+template <class Body>
+void parallel_for_dynamic(int64_t begin, int64_t end, const Body& body) {
+#ifdef _OPENMP
+  if (end - begin > 1 && num_threads() > 1 && !omp_in_parallel()) {
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int64_t i = begin; i < end; ++i) body(i);
+    return;
+  }
+#endif
+  for (int64_t i = begin; i < end; ++i) body(i);
 }
 
 }  // namespace segkit
