@@ -208,10 +208,14 @@ void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first,
   groups.last_lanes = count - groups.last_group * fuse_group;
 }
 
-// Each answering cell's argmax written to its whole block of labels (cells as above).
-inline void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64_t first,
-                         int64_t last, const fuse_groups& groups, const int32_t* arg,
-                         int32_t* labels) {
+// Each answering cell's argmax written to its whole block of labels (cells as above). At a
+// coarser level a finest label is this level's iff the level map there says so (a block is
+// answered whole), so with AVX-512 each finest row goes out 16 labels a masked store: the
+// compare gives the mask and a permute repeats each cell's argmax over its block's columns.
+template <class LevelT>
+void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64_t first, int64_t last,
+                  const fuse_groups& groups, const int32_t* arg, const LevelT* level_map,
+                  int32_t* labels) {
   const int64_t H = g.height[g.levels - 1], W = g.width[g.levels - 1], wl = g.width[l];
   const int k = g.shift[l];
   if (k == 0) {
@@ -228,6 +232,36 @@ inline void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64
     }
     return;
   }
+#if defined(__AVX512BW__) && defined(__AVX512VL__) && !defined(__CUDACC__)
+  const LevelT answer = static_cast<LevelT>(l + 1);
+  const __m512i lane_index =
+      _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int64_t r = first / wl; r * wl < last; ++r) {
+    const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
+    const int64_t x_begin = (begin - r * wl) << k, x_end = (end - r * wl) << k;
+    const int32_t* row_arg = arg + (begin - first);  // the argmax of the cell at x_begin
+    for (int64_t y = r << k; y < (r + 1) << k; ++y) {
+      const LevelT* level = level_map + (n * H + y) * W;
+      int32_t* out = labels + (n * H + y) * W;
+      for (int64_t x = x_begin; x < x_end; x += fuse_group) {
+        const int64_t lanes = std::min(fuse_group, x_end - x);
+        const uint16_t mine = equal_lanes(level + x, lanes, answer);
+        if (mine == 0) continue;
+        const int64_t cells = ((x + lanes - 1) >> k) - (x >> k) + 1;
+        const __m512i block_arg = _mm512_maskz_loadu_epi32(
+            static_cast<__mmask16>((1u << cells) - 1), row_arg + ((x - x_begin) >> k));
+        // (maskz forms: the plain ones trip GCC 12's false -Wmaybe-uninitialized, bug 105593.)
+        const __m512i cell_of_lane = _mm512_sub_epi32(
+            _mm512_maskz_srli_epi32(
+                0xFFFF, _mm512_add_epi32(_mm512_set1_epi32(int32_t(x)), lane_index), unsigned(k)),
+            _mm512_set1_epi32(int32_t(x >> k)));
+        _mm512_mask_storeu_epi32(out + x, mine,
+                                 _mm512_maskz_permutexvar_epi32(mine, cell_of_lane, block_arg));
+      }
+    }
+  }
+#else
+  (void)level_map;
   for (int64_t r = first / wl; r * wl < last; ++r) {
     const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
     for (int64_t y = r << k; y < (r + 1) << k; ++y) {
@@ -237,6 +271,7 @@ inline void write_labels(const pyramid_fuse_geometry& g, int l, int64_t n, int64
           std::fill_n(out + (i << k), int64_t(1) << k, arg[i - first]);
     }
   }
+#endif
 }
 
 // Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: one argmax
@@ -254,7 +289,7 @@ void fuse_level_chunk(const pyramid_fuse_args& a, int l, int64_t n, int64_t firs
   int32_t arg[fuse_chunk];
   argmax_start(cells, plane, g.channels, groups, best, arg);
   argmax_fold(cells, plane, g.channels, 1, int32_t(g.channels), groups, best, arg);
-  write_labels(g, l, n, first, last, groups, arg, labels);
+  write_labels(g, l, n, first, last, groups, arg, level_map, labels);
 }
 
 // Up to fuse_group consecutive outputs of a band's fused logits (its rows, contiguous in each
@@ -425,7 +460,7 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
   drain_streaming_stores();
   for (int l = 0; l < g.levels; ++l)
     write_labels(g, l, n, level[l].first, level[l].last, level[l].groups, arg + level[l].offset,
-                 labels);
+                 level_map, labels);
 }
 
 }  // namespace segkit::ops::detail
