@@ -175,6 +175,25 @@ uint16_t equal_lanes(const LevelT* cells, int64_t lanes, LevelT value) {
 #endif
 }
 
+#if defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__BMI2__) && !defined(__CUDACC__)
+#define SEGKIT_FUSE_LINE_COMPARE 1
+// Level-map entries in one 64-byte line.
+template <class LevelT>
+constexpr int64_t entries_per_line = 64 / int64_t(sizeof(LevelT));
+
+// Bit j set where entries[j] == value, for j < count <= entries_per_line<LevelT>.
+template <class LevelT>
+uint64_t equal_entries(const LevelT* entries, int64_t count, LevelT value) {
+  if constexpr (std::is_same_v<LevelT, uint8_t>) {
+    const __mmask64 valid = count == 64 ? ~__mmask64(0) : (__mmask64(1) << count) - 1;
+    return _mm512_mask_cmpeq_epi8_mask(valid, _mm512_maskz_loadu_epi8(valid, entries),
+                                       _mm512_set1_epi8(static_cast<char>(value)));
+  } else {
+    return equal_lanes(entries, count, value);
+  }
+}
+#endif
+
 // Cells [first, last) of level l's plane in image n, at most fuse_chunk of them: which answer
 // (a cell answers iff the level map at its block's top-left is its level) and the groups that
 // hold them.
@@ -192,6 +211,30 @@ void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first,
       groups.answers[group] = equal_lanes(level + group * fuse_group,
                                           std::min(fuse_group, count - group * fuse_group), answer);
   } else {
+#if defined(SEGKIT_FUSE_LINE_COMPARE)
+    // A line of level-map entries at a time: one compare, then pext keeps the entry at each
+    // cell's block's left column (every 2^k-th), one bit per cell, into a bit string.
+    constexpr int64_t line = entries_per_line<LevelT>;
+    const int64_t cells_per_line = std::max<int64_t>(1, line >> k);
+    uint64_t left_columns = 0;
+    for (int64_t j = 0; j < line; j += int64_t(1) << k) left_columns |= uint64_t(1) << j;
+    uint64_t bits[fuse_chunk / 64 + 1] = {};
+    for (int64_t r = first / wl; r * wl < last; ++r) {
+      const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
+      const LevelT* level = level_map + (n * H + (r << k)) * W;
+      for (int64_t i = begin; i < end; i += cells_per_line) {
+        const int64_t cells = std::min(cells_per_line, end - i);
+        const uint64_t equal =
+            equal_entries(level + ((i - r * wl) << k), ((cells - 1) << k) + 1, answer);
+        const uint64_t answering = _pext_u64(equal, left_columns);
+        const int64_t at = i - first, word = at / 64, bit = at % 64;
+        bits[word] |= answering << bit;
+        if (bit + cells > 64) bits[word + 1] |= answering >> (64 - bit);
+      }
+    }
+    for (int64_t group = 0; group < group_count; ++group)
+      groups.answers[group] = static_cast<uint16_t>(bits[group / 4] >> (group % 4 * 16));
+#else
     std::fill_n(groups.answers, group_count, uint16_t(0));
     for (int64_t r = first / wl; r * wl < last; ++r) {
       const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);
@@ -200,6 +243,7 @@ void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first,
         if (level[(i - r * wl) << k] == answer)
           groups.answers[(i - first) / fuse_group] |= uint16_t(1u << ((i - first) % fuse_group));
     }
+#endif
   }
   groups.count = 0;
   for (int64_t group = 0; group < group_count; ++group)
