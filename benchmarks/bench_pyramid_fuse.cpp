@@ -10,15 +10,21 @@
 // composition (ops::resize nearest of every level, sigmoid, threshold, products, sum, argmax) and
 // against PyTorch's Eq. 2 (torch_baseline.py pyramid_fuse). "_cold" variants evict the caches
 // before every call (the pyramid is about the size of this machine's L3); the goals are judged
-// warm. Unity scenarios: "regions" (smooth fields, confident regions contiguous, ~half of each
-// level confident: what a trained unity head looks like), "scattered" (i.i.d. logits: the
-// same fractions, no spatial coherence), "none" (no coarse level confident: every location
-// reads the finest level's 150 logits, the worst case).
-// Goals (CPU): fuser >= 60% of copy bandwidth and >= 5x faster than PyTorch's composition.
+// warm. "lines-only %": a loop that only reads the same lines (and writes the same bytes) as a %
+// of the copy; "fuser %": the fuser's speed as a % of that loop's (see walk_lines). Unity
+// scenarios: "regions" (smooth fields, confident regions contiguous, ~half of each level confident:
+// what a trained unity head looks like), "scattered" (i.i.d. logits: the same fractions, no spatial
+// coherence), "none" (no coarse level confident: every location reads the finest level's 150
+// logits, the worst case). Goals (CPU): fuser >= 60% of copy bandwidth and >= 5x faster than
+// PyTorch's composition.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#if defined(__AVX512F__)
+#include <immintrin.h>  // the streaming stores of the lines-only loop, as the fuser's
+#endif
 
 #include "bench_common.hpp"
 #include "segkit/ops/activation.hpp"
@@ -107,6 +113,97 @@ traffic minimal_bytes(problem& p, bool with_logits) {
   return t;
 }
 
+// The memory system's own figure for a variant's access pattern: a loop that only reads the
+// lines the fuser must read (each answering 16-cell group's line in every channel), in the
+// fuser's order (a level's plane in chunks of 1024 cells; in a chunk, 4 channels of a group at
+// a time, at least 64 lines requested ahead) and, with fused logits, streams as many bytes out
+// as the fuser writes. No level map, compare, argmax or label. Set beside the fuser's time, it
+// tells how much of a gap to the copy is the kernel's and how much is what this memory system
+// gives for the pattern: sparse lines come more slowly than a dense stream
+// (docs/benchmarks.md).
+struct line_walk {
+  struct chunk {
+    int level;
+    int64_t n, first;
+    std::vector<int32_t> groups;  // the answering groups' first cells, from `first`
+  };
+  std::vector<chunk> chunks;
+};
+
+line_walk plan_line_walk(problem& p) {
+  ops::pyramid_fuse(ops::pyramid_fuse_params{}, p.semantic, p.unity, p.labels, nullptr, p.level);
+  constexpr int64_t chunk_cells = 1024, group = 16;
+  line_walk walk;
+  for (int l = L - 1; l >= 0; --l) {  // finest first, as the fuser takes them
+    const int k = L - 1 - l;
+    const int64_t w = W >> k, plane = (H >> k) * w;
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t first = 0; first < plane; first += chunk_cells) {
+        line_walk::chunk c{l, n, first, {}};
+        for (int64_t g = first; g < std::min(plane, first + chunk_cells); g += group)
+          for (int64_t i = g; i < std::min(plane, g + group); ++i)
+            if (p.level.at(n, (i / w) << k, (i % w) << k) == l + 1) {
+              c.groups.push_back(int32_t(g - first));
+              break;
+            }
+        if (!c.groups.empty()) walk.chunks.push_back(std::move(c));
+      }
+  }
+  return walk;
+}
+
+void walk_lines(const problem& p, const line_walk& walk, float* logits) {
+  const int64_t chunks = int64_t(walk.chunks.size()), written = N * C * H * W;
+  parallel_for_dynamic(0, chunks, [&](int64_t u) {
+    const line_walk::chunk& chunk = walk.chunks[size_t(u)];
+    const int k = L - 1 - chunk.level;
+    const int64_t plane = (H >> k) * (W >> k), count = int64_t(chunk.groups.size());
+    const float* cells = p.semantic[size_t(chunk.level)].data() + chunk.n * C * plane + chunk.first;
+    // As the fuser: blocks of 4 channels per group, at least 64 lines requested ahead.
+    const int64_t block = 4, ahead = block * std::max<int64_t>(1, (64 / block + count - 1) / count);
+    const int32_t* const groups = chunk.groups.data();
+#if defined(__AVX512F__)
+    __m512 fold = _mm512_setzero_ps();
+    const auto read = [&](const float* line) {  // (mask form: GCC bug 105593, see the fuser)
+      fold = _mm512_mask_max_ps(fold, 0xFFFF, fold, _mm512_load_ps(line));
+    };
+#else
+    float fold = 0;
+    const auto read = [&](const float* line) {
+      for (int j = 0; j < 16; ++j) fold = std::max(fold, line[j]);
+    };
+#endif
+    for (int64_t c0 = 0; c0 < C; c0 += block)
+      for (int64_t i = 0; i < count; ++i) {
+        const float* line = cells + c0 * plane + groups[i];
+        for (int64_t c = 0; c < std::min(block, C - c0); ++c) {
+          if (c0 + ahead + c < C) __builtin_prefetch(line + (ahead + c) * plane);
+          read(line + c * plane);
+        }
+      }
+    benchmark::DoNotOptimize(fold);
+    if (!logits) return;
+    // This chunk's share of the output, 64-byte aligned, written once as the fuser does.
+    const int64_t begin = written * u / chunks / 16 * 16,
+                  end = written * (u + 1) / chunks / 16 * 16;
+#if defined(__AVX512F__)
+    for (int64_t i = begin; i < end; i += 16) _mm512_stream_ps(logits + i, fold);
+    _mm_sfence();
+#else
+    std::fill(logits + begin, logits + end, fold);
+#endif
+  });
+}
+
+void bench_lines(benchmark::State& state, scenario s, bool with_logits) {
+  problem p = make_problem(s);
+  const line_walk walk = plan_line_walk(p);
+  for (auto _ : state) {
+    walk_lines(p, walk, with_logits ? p.logits.data() : nullptr);
+    benchmark::ClobberMemory();
+  }
+}
+
 // Evicts the caches (L3 here is 105 MB, about the pyramid's size) by writing 512 MB.
 void evict_caches() {
   static std::vector<char> junk(size_t(512) << 20);
@@ -186,7 +283,8 @@ struct naive_fuser {
         for (int64_t i = 0; i < H * W; ++i) {
           int32_t best = 0;
           for (int64_t c = 1; c < C; ++c)
-            if (fused[(n * C + c) * H * W + i] > fused[(n * C + best) * H * W + i]) best = int32_t(c);
+            if (fused[(n * C + c) * H * W + i] > fused[(n * C + best) * H * W + i])
+              best = int32_t(c);
           labels[n * H * W + i] = best;
         }
     });
@@ -212,7 +310,8 @@ void bench_ground_truth(benchmark::State& state) {
   for (int64_t n = 0; n < N; ++n)
     for (int64_t y = 0; y < 512; ++y)
       for (int64_t x = 0; x < 512; ++x)
-        labels.at(n, y, x) = (y * y / 97 + x / 23 + n) % 7 == 0 ? 255 : int32_t((y / 37 + x / 41) % 150);
+        labels.at(n, y, x) =
+            (y * y / 97 + x / 23 + n) % 7 == 0 ? 255 : int32_t((y / 37 + x / 41) % 150);
   std::vector<host_tensor<int32_t>> semantic, unity;
   for (int l = 0; l < L; ++l) {
     semantic.emplace_back(ops::pyramid_semantic_shape(params, labels.shape(), l));
@@ -225,11 +324,12 @@ void bench_ground_truth(benchmark::State& state) {
   }
   for (auto _ : state) {
     ops::pyramid_ground_truth(params, labels, semantic, unity);
-    ops::pyramid_relabel({ops::relabel_mode::true_positive, 255, 0.5f}, semantic, unity, &predicted);
+    ops::pyramid_relabel({ops::relabel_mode::true_positive, 255, 0.5f}, semantic, unity,
+                         &predicted);
     benchmark::DoNotOptimize(semantic[0].data());
   }
-  state.counters["label GB/s"] = benchmark::Counter(double(labels.bytes()),
-                                                    benchmark::Counter::kIsIterationInvariantRate);
+  state.counters["label GB/s"] =
+      benchmark::Counter(double(labels.bytes()), benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
@@ -261,15 +361,25 @@ int main(int argc, char** argv) {
                   ->UseRealTime()
                   ->Unit(benchmark::kMillisecond)
                   ->Repetitions(5);
-    if (v.cold)
+    if (v.cold) {
       b->Iterations(20);
-    else
-      b->MinTime(0.2);
+      continue;
+    }
+    b->MinTime(0.2);
+    benchmark::RegisterBenchmark(("lines_only_" + v.name).c_str(), bench_lines, v.s, v.logits)
+        ->UseRealTime()
+        ->Unit(benchmark::kMillisecond)
+        ->Repetitions(5)
+        ->MinTime(0.2);
   }
   benchmark::RegisterBenchmark("naive_segkit_composition", bench_naive)
-      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(1.0);
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(1.0);
   benchmark::RegisterBenchmark("ground_truth_512x512_tp_relabel", bench_ground_truth)
-      ->UseRealTime()->Unit(benchmark::kMillisecond)->MinTime(0.5);
+      ->UseRealTime()
+      ->Unit(benchmark::kMillisecond)
+      ->MinTime(0.5);
   benchmark::Initialize(&argc, argv);
   bench::recording_reporter reporter;
   benchmark::RunSpecifiedBenchmarks(&reporter);
@@ -280,8 +390,9 @@ int main(int argc, char** argv) {
   std::printf(
       "\nSummary: N %ld, C %ld, levels 16^2..128^2, tau 0.5, threads %d, copy at start %.1f GB/s\n",
       long(N), long(C), num_threads(), copy_gbps);
-  std::printf("%-25s %8s %10s %10s %9s %9s %7s %10s %9s %9s\n", "variant", "ms", "useful MB",
-              "line MB", "line GB/s", "copy GB/s", "% copy", "% (useful)", "vs naive", "vs torch");
+  std::printf("%-25s %8s %10s %10s %9s %9s %7s %10s %9s %9s %12s %9s\n", "variant", "ms",
+              "useful MB", "line MB", "line GB/s", "copy GB/s", "% copy", "% (useful)", "vs naive",
+              "vs torch", "lines-only %", "fuser %");
   bool copy_met = true, torch_met = true;
   int judged = 0;  // warm variants that ran (a --benchmark_filter may leave none)
   for (const auto& v : variants) {
@@ -296,17 +407,29 @@ int main(int argc, char** argv) {
     const double percent_useful = 100.0 * bytes.useful / ms * 1e-6 / copy;
     const auto& torch = v.logits ? torch_logits : torch_labels;
     const double vs_torch = torch ? torch->median_ms / ms : 0;
-    std::printf("%-25s %8.3f %10.2f %10.2f %9.1f %9.1f %6.1f%% %9.1f%% %8.1fx %8.1fx\n",
+    // The lines-only loop's % of the copy, and the fuser's speed as a % of that loop's.
+    const double lines_ms = reporter.ms("lines_only_" + v.name);
+    char lines_only[16] = "-", fuser_of_lines[16] = "-";
+    if (lines_ms > 0) {
+      std::snprintf(lines_only, sizeof lines_only, "%.1f%%",
+                    100.0 * bytes.lines / lines_ms * 1e-6 / copy);
+      std::snprintf(fuser_of_lines, sizeof fuser_of_lines, "%.1f%%", 100.0 * lines_ms / ms);
+    }
+    char vs_naive[16] = "-", vs_torch_text[16] = "-";
+    if (naive_ms > 0) std::snprintf(vs_naive, sizeof vs_naive, "%.1fx", naive_ms / ms);
+    if (vs_torch > 0) std::snprintf(vs_torch_text, sizeof vs_torch_text, "%.1fx", vs_torch);
+    std::printf("%-25s %8.3f %10.2f %10.2f %9.1f %9.1f %6.1f%% %9.1f%% %9s %9s %12s %9s\n",
                 v.name.c_str(), ms, bytes.useful * 1e-6, bytes.lines * 1e-6, gbps, copy, percent,
-                percent_useful, naive_ms > 0 ? naive_ms / ms : 0, vs_torch);
+                percent_useful, vs_naive, vs_torch_text, lines_only, fuser_of_lines);
     if (v.cold) continue;  // cache-cold figures are shown, the goals are judged warm (see below)
     ++judged;
     copy_met = copy_met && percent >= 60.0;
     torch_met = torch_met && (!torch || vs_torch >= 5.0);
   }
-  std::printf("naive segkit composition: %.2f ms; torch Eq. 2: labels %.2f ms, with logits %.2f ms\n",
-              naive_ms, torch_labels ? torch_labels->median_ms : -1.0,
-              torch_logits ? torch_logits->median_ms : -1.0);
+  std::printf(
+      "naive segkit composition: %.2f ms; torch Eq. 2: labels %.2f ms, with logits %.2f ms\n",
+      naive_ms, torch_labels ? torch_labels->median_ms : -1.0,
+      torch_logits ? torch_logits->median_ms : -1.0);
   std::printf("ground truth + TP relabel (8 x 512 x 512 labels, L 4, s_L 4): %.3f ms\n",
               reporter.ms("ground_truth_512x512_tp_relabel"));
   const char* const verdict[] = {"NOT MET", "MET"};
