@@ -439,65 +439,95 @@ void find_pieces(const pyramid_fuse_geometry& g, int64_t n, int64_t y_begin, int
   }
 }
 
-// Channel c of the fused logits of a band of `count` outputs, written to `out` vector by
-// vector from the band's pieces: a finest-level piece is one masked load, a coarser one the
-// aligned line(s) holding its cells and a permute (nearest upsampling). Full vectors go out
-// as streaming stores where `out` is 64-byte aligned: the fused logits are written once and
-// are larger than the caches, so reading their lines in first (a plain store's
-// write-allocate) would double the traffic.
-inline void copy_fused_channel(const pyramid_fuse_args& a, int64_t n, int64_t c,
-                               const std::vector<fuse_piece>& pieces, int64_t count, float* out) {
+// Channels [c, c + Channels) of the fused logits of a band of `count` outputs, written vector
+// by vector from the band's pieces (channel c's band at `out`, the next ones `out_plane`
+// apart): a finest-level piece is one masked load, a coarser one the aligned line(s) holding
+// its cells and a permute (nearest upsampling). A piece is decoded once for the block's
+// channels. Full vectors go out as streaming stores where 64-byte aligned: the fused logits
+// are written once and are larger than the caches, so reading their lines in first (a plain
+// store's write-allocate) would double the traffic.
+template <int Channels>
+void copy_fused_block(const pyramid_fuse_args& a, int64_t n, int64_t c,
+                      const std::vector<fuse_piece>& pieces, int64_t count, int64_t out_plane,
+                      float* out) {
   const auto& g = a.g;
   const float* planes[max_pyramid_levels];
-  for (int l = 0; l < g.levels; ++l)
-    planes[l] = a.semantic[l] + (n * g.channels + c) * g.height[l] * g.width[l];
+  int64_t plane_size[max_pyramid_levels];
+  for (int l = 0; l < g.levels; ++l) {
+    plane_size[l] = g.height[l] * g.width[l];
+    planes[l] = a.semantic[l] + (n * g.channels + c) * plane_size[l];
+  }
 #if defined(__AVX512F__) && !defined(__CUDACC__)
-  const bool aligned = reinterpret_cast<uintptr_t>(out) % 64 == 0;
+  bool aligned[Channels];
+  for (int i = 0; i < Channels; ++i)
+    aligned[i] = reinterpret_cast<uintptr_t>(out + i * out_plane) % 64 == 0;
   const fuse_piece* piece = pieces.data();
   const fuse_piece* const end = piece + pieces.size();
   for (int64_t v = 0; v * fuse_group < count; ++v) {
-    __m512 values = _mm512_setzero_ps();
+    __m512 values[Channels];
+    for (int i = 0; i < Channels; ++i) values[i] = _mm512_setzero_ps();
     for (; piece != end && piece->vector == v; ++piece) {
-      // Whole aligned lines only: a load that spans a line the piece does not read would fetch
-      // that line all the same, mask or not, and the argmax did not bring it in.
-      const float* source = planes[piece->level] + piece->source;
-      const float* line =
-          reinterpret_cast<const float*>(reinterpret_cast<uintptr_t>(source) & ~uintptr_t(63));
-      const int offset = static_cast<int>(source - line);
-      if (piece->shift == 0 && offset == piece->first_lane) {  // a finest-level run, in place
-        values = _mm512_mask_load_ps(values, piece->mask, line);
-        continue;
-      }
+      const float* const source = planes[piece->level] + piece->source;
+      const int64_t stride = plane_size[piece->level];
       // (maskz with all lanes: the plain form trips GCC 12's false -Wmaybe-uninitialized, bug
       // 105593; see attention2d.hpp.)
-      const __m512i index = _mm512_add_epi32(
-          _mm512_maskz_cvtepi8_epi32(
-              0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(piece->index))),
-          _mm512_set1_epi32(offset));
-      const __m512 first = _mm512_load_ps(line);
-      if (offset + piece->cells <= fuse_group)
-        values = _mm512_mask_permutexvar_ps(values, piece->mask, index, first);
-      else
-        values = _mm512_mask_mov_ps(
-            values, piece->mask,
-            _mm512_permutex2var_ps(first, index, _mm512_load_ps(line + fuse_group)));
+      const __m512i index = _mm512_maskz_cvtepi8_epi32(
+          0xFFFF, _mm_loadu_si128(reinterpret_cast<const __m128i*>(piece->index)));
+      for (int i = 0; i < Channels; ++i) {
+        // Whole aligned lines only: a load that spans a line the piece does not read would
+        // fetch that line all the same, mask or not, and the argmax did not bring it in.
+        const float* at = source + i * stride;
+        const float* line =
+            reinterpret_cast<const float*>(reinterpret_cast<uintptr_t>(at) & ~uintptr_t(63));
+        const int offset = static_cast<int>(at - line);
+        if (piece->shift == 0 && offset == piece->first_lane) {  // a finest-level run, in place
+          values[i] = _mm512_mask_load_ps(values[i], piece->mask, line);
+          continue;
+        }
+        const __m512i shifted = _mm512_add_epi32(index, _mm512_set1_epi32(offset));
+        const __m512 first = _mm512_load_ps(line);
+        if (offset + piece->cells <= fuse_group)
+          values[i] = _mm512_mask_permutexvar_ps(values[i], piece->mask, shifted, first);
+        else
+          values[i] = _mm512_mask_mov_ps(
+              values[i], piece->mask,
+              _mm512_permutex2var_ps(first, shifted, _mm512_load_ps(line + fuse_group)));
+      }
     }
-    float* target = out + v * fuse_group;
-    if (count - v * fuse_group < fuse_group)
-      _mm512_mask_storeu_ps(target, __mmask16((1u << (count - v * fuse_group)) - 1), values);
-    else if (aligned)
-      _mm512_stream_ps(target, values);
-    else
-      _mm512_storeu_ps(target, values);
+    for (int i = 0; i < Channels; ++i) {
+      float* target = out + i * out_plane + v * fuse_group;
+      if (count - v * fuse_group < fuse_group)
+        _mm512_mask_storeu_ps(target, __mmask16((1u << (count - v * fuse_group)) - 1), values[i]);
+      else if (aligned[i])
+        _mm512_stream_ps(target, values[i]);
+      else
+        _mm512_storeu_ps(target, values[i]);
+    }
   }
 #else
   (void)count;
-  for (const fuse_piece& piece : pieces) {
-    const float* source = planes[piece.level] + piece.source;
-    for (int j = 0; j < fuse_group; ++j)
-      if (piece.mask >> j & 1) out[piece.vector * fuse_group + j] = source[piece.index[j]];
-  }
+  for (int i = 0; i < Channels; ++i)
+    for (const fuse_piece& piece : pieces) {
+      const float* source = planes[piece.level] + i * plane_size[piece.level] + piece.source;
+      for (int j = 0; j < fuse_group; ++j)
+        if (piece.mask >> j & 1)
+          out[i * out_plane + piece.vector * fuse_group + j] = source[piece.index[j]];
+    }
 #endif
+}
+
+// Channels [c_begin, c_end) of the band's fused logits, fuse_channel_block at a time (`out`:
+// channel c_begin's band).
+inline void copy_fused_channels(const pyramid_fuse_args& a, int64_t n, int64_t c_begin,
+                                int64_t c_end, const std::vector<fuse_piece>& pieces, int64_t count,
+                                float* out) {
+  const int64_t out_plane = a.g.height[a.g.levels - 1] * a.g.width[a.g.levels - 1];
+  int64_t c = c_begin;
+  for (; c + fuse_channel_block <= c_end; c += fuse_channel_block)
+    copy_fused_block<fuse_channel_block>(a, n, c, pieces, count, out_plane,
+                                         out + (c - c_begin) * out_plane);
+  for (; c < c_end; ++c)
+    copy_fused_block<1>(a, n, c, pieces, count, out_plane, out + (c - c_begin) * out_plane);
 }
 
 inline void drain_streaming_stores() {
@@ -528,7 +558,7 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
         fuse_level_chunk(a, l, n, begin, std::min(cells_end, begin + fuse_chunk), labels,
                          level_map);
     }
-    for (int64_t c = 0; c < C; ++c) copy_fused_channel(a, n, c, pieces, count, out + c * H * W);
+    copy_fused_channels(a, n, 0, C, pieces, count, out);
     drain_streaming_stores();
     return;
   }
@@ -553,14 +583,14 @@ void fuse_band_with_logits(const pyramid_fuse_args& a, int64_t n, int64_t y_begi
     if (part.groups.count > 0)
       argmax_start(part.cells, part.plane, C, part.groups, best + part.offset, arg + part.offset);
   }
-  copy_fused_channel(a, n, 0, pieces, count, out);
+  copy_fused_channels(a, n, 0, 1, pieces, count, out);
   for (int32_t c0 = 1; c0 < C; c0 += fuse_channel_block) {
     const int32_t c1 = std::min<int32_t>(int32_t(C), c0 + fuse_channel_block);
     for (int l = 0; l < g.levels; ++l)
       if (level[l].groups.count > 0)
         argmax_fold(level[l].cells, level[l].plane, C, c0, c1, level[l].groups,
                     best + level[l].offset, arg + level[l].offset);
-    for (int32_t c = c0; c < c1; ++c) copy_fused_channel(a, n, c, pieces, count, out + c * H * W);
+    copy_fused_channels(a, n, c0, c1, pieces, count, out + c0 * H * W);
   }
   drain_streaming_stores();
   for (int l = 0; l < g.levels; ++l)
