@@ -5,7 +5,7 @@
 // Provides: pyramid_fuse(...) for cpu (and cuda under SEGKIT_WITH_CUDA); through
 // pyramid_fuse_geometry.hpp, pyramid_fuse_params, pyramid_fuse_geometry (checked shapes), the
 // output-shape helpers and the per-location math the CUDA kernel shares; the CPU machinery is
-// in pyramid_fuse_cpu.hpp.
+// in pyramid_fuse_cpu.hpp and its level map in pyramid_fuse_level_map.hpp.
 // Requires: L >= 2 semantic logit maps N x C x H_l x W_l ordered coarse (l = 1) to fine (l = L),
 // every H_L / H_l = W_L / W_l a power of two (>= 2 between consecutive levels), the same N and
 // C everywhere; L - 1 unity *logit* maps N x 1 x H_l x W_l (one per level l < L); threshold

@@ -1,7 +1,8 @@
 // segkit/ops/pyramid_fuse_cpu.hpp — the fuser's CPU machinery (docs/kernels.md has the design
-// and benchmarks.md the measurements behind each choice): the level map by runs of confident
-// cells, the argmax over chunks of a level's plane in groups of one 64-byte line, and the
-// fused-logits copy built vector by vector from per-band pieces and streamed out.
+// and benchmarks.md the measurements behind each choice): which cells of a level answer, the
+// argmax over chunks of a level's plane in groups of one 64-byte line, the labels written, and
+// the fused-logits copy built vector by vector from per-band pieces and streamed out. The level
+// map they read is pyramid_fuse_level_map.hpp's.
 // Requires: the arguments checked by detail::prepare_pyramid_fuse (pyramid_fuse_geometry.hpp).
 // Guarantees: the same labels, level map and fused logits as math::fuse_level_at and
 // math::argmax_step decide per location (the CUDA kernel's arithmetic), with or without
@@ -13,14 +14,10 @@
 #include <vector>
 
 #include "segkit/ops/pyramid_fuse_geometry.hpp"
+#include "segkit/ops/pyramid_fuse_level_map.hpp"  // fill_level_map, SEGKIT_FUSE_LINE_COMPARE
 
 #if defined(__AVX512F__) && !defined(__CUDACC__)
 #include <immintrin.h>  // the argmax, answering masks and logits copy, 16 cells a vector
-#endif
-// Byte compares (AVX-512 BW/VL) and bit deposit/extract (BMI2): the level map and a coarse
-// level's answering cells, a 64-byte line of level-map entries at a time.
-#if defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__BMI2__) && !defined(__CUDACC__)
-#define SEGKIT_FUSE_LINE_COMPARE 1
 #endif
 
 namespace segkit::ops::detail {
@@ -131,92 +128,6 @@ inline void argmax_fold(const float* cells, int64_t plane, int64_t channels, int
     const int64_t g = groups.index[i], j = g * fuse_group;
     argmax_cells(cells + j, plane, c0, c_end, groups.lanes(g), best + j, arg + j);
   }
-}
-
-// The level map of one band, the finest rows under row `coarse_row` of level 1 in image n:
-// the finest level by default, then each run of confident cells filled in, level by level
-// from fine to coarse, so that the coarsest confident level is left (as math::fuse_level_at
-// decides per location).
-template <class LevelT>
-void fill_level_map(const pyramid_fuse_args& a, int64_t n, int64_t coarse_row, LevelT* level_map) {
-  const auto& g = a.g;
-  const int L = g.levels;
-  const int64_t H = g.height[L - 1], W = g.width[L - 1];
-  const int64_t y_begin = coarse_row << g.shift[0], y_end = (coarse_row + 1) << g.shift[0];
-#if defined(SEGKIT_FUSE_LINE_COMPARE)
-  // Row by row, 64 columns at a time: each level's confident cells as bits (a compare per 16
-  // unity values), each bit repeated over its block's 2^k columns by pdep, and the levels laid
-  // over one another from fine to coarse (runs of i.i.d. maps are a cell or two long, and
-  // filling them one by one took 8% of the fuser).
-  constexpr int64_t window = 64;
-  uint64_t block_starts[max_pyramid_levels] = {};  // a bit at each block's first column
-  for (int l = 0; l + 1 < L; ++l)
-    for (int64_t j = 0; j < window; j += int64_t(1) << std::min(g.shift[l], 6))
-      block_starts[l] |= uint64_t(1) << j;
-  for (int64_t y = y_begin; y < y_end; ++y) {
-    LevelT* out = level_map + (n * H + y) * W;
-    for (int64_t x = 0; x < W; x += window) {
-      uint64_t confident[max_pyramid_levels] = {};
-      for (int l = 0; l + 1 < L; ++l) {
-        const int k = g.shift[l];
-        const int64_t wl = g.width[l], first_cell = x >> k;
-        const float* unity = a.unity[l] + (n * g.height[l] + (y >> k)) * wl + first_cell;
-        const int64_t cells = std::min(std::max<int64_t>(1, window >> k), wl - first_cell);
-        uint64_t bits = 0;
-        for (int64_t j = 0; j < cells; j += fuse_group) {
-          const __mmask16 valid =
-              static_cast<__mmask16>(cells - j >= fuse_group ? 0xFFFF : (1u << (cells - j)) - 1);
-          const __mmask16 at_least = _mm512_mask_cmp_ps_mask(  // math::unity_confident
-              valid, _mm512_maskz_loadu_ps(valid, unity + j),
-              _mm512_set1_ps(a.unity_logit_threshold), _CMP_GE_OQ);
-          bits |= uint64_t(at_least) << j;
-        }
-        if (k >= 6) {  // the window lies in one cell
-          confident[l] = bits & 1 ? ~uint64_t(0) : 0;
-          continue;
-        }
-        for (int column = 0; column < 1 << k; ++column)
-          confident[l] |= _pdep_u64(bits, block_starts[l] << column);
-      }
-      const int64_t entries = std::min(window, W - x);
-      if constexpr (std::is_same_v<LevelT, uint8_t>) {
-        __m512i levels = _mm512_set1_epi8(static_cast<char>(L));
-        for (int l = L - 2; l >= 0; --l)
-          levels = _mm512_mask_mov_epi8(levels, confident[l],
-                                        _mm512_set1_epi8(static_cast<char>(l + 1)));
-        _mm512_mask_storeu_epi8(
-            out + x, entries == window ? ~__mmask64(0) : (__mmask64(1) << entries) - 1, levels);
-      } else {
-        for (int64_t q = 0; q < entries; q += fuse_group) {
-          __m512i levels = _mm512_set1_epi32(L);
-          for (int l = L - 2; l >= 0; --l)
-            levels = _mm512_mask_mov_epi32(levels, static_cast<__mmask16>(confident[l] >> q),
-                                           _mm512_set1_epi32(l + 1));
-          const int64_t lanes = std::min(fuse_group, entries - q);
-          _mm512_mask_storeu_epi32(out + x + q, static_cast<__mmask16>((1u << lanes) - 1), levels);
-        }
-      }
-    }
-  }
-#else
-  for (int64_t y = y_begin; y < y_end; ++y)
-    std::fill_n(level_map + (n * H + y) * W, W, static_cast<LevelT>(L));
-  for (int l = L - 2; l >= 0; --l) {
-    const int k = g.shift[l];
-    const int64_t wl = g.width[l];
-    for (int64_t yl = y_begin >> k; yl < y_end >> k; ++yl) {
-      const float* unity = a.unity[l] + (n * g.height[l] + yl) * wl;
-      for (int64_t xl = 0; xl < wl; ++xl) {
-        if (!math::unity_confident(unity[xl], a.unity_logit_threshold)) continue;
-        const int64_t begin = xl;
-        while (xl + 1 < wl && math::unity_confident(unity[xl + 1], a.unity_logit_threshold)) ++xl;
-        for (int64_t y = yl << k; y < (yl + 1) << k; ++y)
-          std::fill_n(level_map + (n * H + y) * W + (begin << k), (xl + 1 - begin) << k,
-                      static_cast<LevelT>(l + 1));
-      }
-    }
-  }
-#endif
 }
 
 // Bit j set where cells[j] == value, for j < lanes <= fuse_group.
