@@ -78,6 +78,12 @@ problem make_problem(scenario s) {
   return p;
 }
 
+// Whether cell i of level l's plane (0-based l, shift k, width w) in image n answers: the level
+// map the fuser wrote is l + 1 at its block's top-left.
+bool cell_answers(const problem& p, int l, int k, int64_t w, int64_t n, int64_t i) {
+  return p.level.at(n, (i / w) << k, (i % w) << k) == l + 1;
+}
+
 // What the one-pass algorithm must move: every unity map, the labels (4 B) and level map (1 B)
 // written, the fused logits if asked for, and each answering cell's C logits once. `useful`
 // counts those logits as 4-byte values; `lines` as the distinct 64-byte lines that hold them,
@@ -100,7 +106,7 @@ traffic minimal_bytes(problem& p, bool with_logits) {
       for (int64_t c = 0; c < C; ++c) {
         int64_t last_line = -1;
         for (int64_t i = 0; i < plane; ++i) {
-          if (p.level.at(n, (i / w) << k, (i % w) << k) != l + 1) continue;
+          if (!cell_answers(p, l, k, w, n, i)) continue;
           const int64_t line = ((n * C + c) * plane + i) / 16;
           cells += 1;
           lines += line != last_line;
@@ -142,7 +148,7 @@ line_walk plan_line_walk(problem& p) {
         line_walk::chunk c{l, n, first, {}};
         for (int64_t g = first; g < std::min(plane, first + chunk_cells); g += group)
           for (int64_t i = g; i < std::min(plane, g + group); ++i)
-            if (p.level.at(n, (i / w) << k, (i % w) << k) == l + 1) {
+            if (cell_answers(p, l, k, w, n, i)) {
               c.groups.push_back(int32_t(g - first));
               break;
             }

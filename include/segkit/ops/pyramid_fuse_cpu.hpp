@@ -188,8 +188,7 @@ void find_answering(const pyramid_fuse_args& a, int l, int64_t n, int64_t first,
     // cell's block's left column (every 2^k-th), one bit per cell, into a bit string.
     constexpr int64_t line = entries_per_line<LevelT>;
     const int64_t cells_per_line = std::max<int64_t>(1, line >> k);
-    uint64_t left_columns = 0;
-    for (int64_t j = 0; j < line; j += int64_t(1) << k) left_columns |= uint64_t(1) << j;
+    const uint64_t left_columns = block_start_bits(line, k);
     uint64_t bits[fuse_chunk / 64 + 1] = {};
     for (int64_t r = first / wl; r * wl < last; ++r) {
       const int64_t begin = std::max(first, r * wl), end = std::min(last, (r + 1) * wl);

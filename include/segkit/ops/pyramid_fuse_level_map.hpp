@@ -20,6 +20,16 @@
 
 namespace segkit::ops::detail {
 
+#if defined(SEGKIT_FUSE_LINE_COMPARE)
+// A bit at every 2^k-th of the low `span` bits (span <= 64): the first column of each 2^k-wide
+// block, for pdep to spread a cell's bit over its block and pext to keep one bit per block.
+inline uint64_t block_start_bits(int64_t span, int k) {
+  uint64_t bits = 0;
+  for (int64_t j = 0; j < span; j += int64_t(1) << std::min(k, 6)) bits |= uint64_t(1) << j;
+  return bits;
+}
+#endif
+
 // The level map of one band, the finest rows under row `coarse_row` of level 1 in image n: at
 // each location the coarsest level whose unity logit is confident, else the finest (as
 // math::fuse_level_at decides per location).
@@ -35,10 +45,8 @@ void fill_level_map(const pyramid_fuse_args& a, int64_t n, int64_t coarse_row, L
   // over one another from fine to coarse (runs of i.i.d. maps are a cell or two long, and
   // filling them one by one took 8% of the fuser).
   constexpr int64_t window = 64, unity_per_vector = 16;
-  uint64_t block_starts[max_pyramid_levels] = {};  // a bit at each block's first column
-  for (int l = 0; l + 1 < L; ++l)
-    for (int64_t j = 0; j < window; j += int64_t(1) << std::min(g.shift[l], 6))
-      block_starts[l] |= uint64_t(1) << j;
+  uint64_t block_starts[max_pyramid_levels] = {};
+  for (int l = 0; l + 1 < L; ++l) block_starts[l] = block_start_bits(window, g.shift[l]);
   for (int64_t y = y_begin; y < y_end; ++y) {
     LevelT* out = level_map + (n * H + y) * W;
     for (int64_t x = 0; x < W; x += window) {
