@@ -165,7 +165,7 @@ void walk_lines(const problem& p, const line_walk& walk, float* logits) {
     const int k = L - 1 - chunk.level;
     const int64_t plane = (H >> k) * (W >> k), count = int64_t(chunk.groups.size());
     const float* cells = p.semantic[size_t(chunk.level)].data() + chunk.n * C * plane + chunk.first;
-    // As the fuser: blocks of 4 channels per group, at least 64 lines requested ahead.
+    // As the fuser: blocks of 4 channels per group, at least 64 lines requested ahead, into L2.
     const int64_t block = 4, ahead = block * std::max<int64_t>(1, (64 / block + count - 1) / count);
     const int32_t* const groups = chunk.groups.data();
 #if defined(__AVX512F__)
@@ -183,7 +183,7 @@ void walk_lines(const problem& p, const line_walk& walk, float* logits) {
       for (int64_t i = 0; i < count; ++i) {
         const float* line = cells + c0 * plane + groups[i];
         for (int64_t c = 0; c < std::min(block, C - c0); ++c) {
-          if (c0 + ahead + c < C) __builtin_prefetch(line + (ahead + c) * plane);
+          if (c0 + ahead + c < C) __builtin_prefetch(line + (ahead + c) * plane, 0, 2);
           read(line + c * plane);
         }
       }
