@@ -9,7 +9,7 @@
 // start can be half or twice what the machine gives later); the ratio against the naive segkit
 // composition (ops::resize nearest of every level, sigmoid, threshold, products, sum, argmax) and
 // against PyTorch's Eq. 2 (torch_baseline.py pyramid_fuse). "_cold" variants evict the caches
-// before every call (the pyramid is about the size of this machine's L3); the goals are judged
+// before every call (the 105 MB pyramid is 1-3x the L3 of the hosts measured); the goals are judged
 // warm. "lines-only %": a loop that only reads the same lines (and writes the same bytes) as a %
 // of the copy; "fuser %": the fuser's speed as a % of that loop's (see walk_lines). Unity
 // scenarios: "regions" (smooth fields, confident regions contiguous, ~half of each level confident:
@@ -210,7 +210,7 @@ void bench_lines(benchmark::State& state, scenario s, bool with_logits) {
   }
 }
 
-// Evicts the caches (L3 here is 105 MB, about the pyramid's size) by writing 512 MB.
+// Evicts the caches (32-105 MB of L3 on the hosts measured) by writing 512 MB.
 void evict_caches() {
   static std::vector<char> junk(size_t(512) << 20);
   parallel_for(0, int64_t(junk.size() >> 20), 1, [&](int64_t first, int64_t last) {
