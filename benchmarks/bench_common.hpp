@@ -1,6 +1,6 @@
 // benchmarks/bench_common.hpp — what every segkit benchmark reports its timings against:
-//   * the machine's FP32 peak, from vector width x FMA issue rate x clock x cores, the last
-//     three measured;
+//   * the machine's FP32 peak: vector width (as compiled) x FMA issue rate x clock (both
+//     measured) x threads;
 //   * a measured copy bandwidth, for memory-bound kernels;
 //   * a PyTorch baseline timed in the same run (benchmarks/torch_baseline.py via popen);
 //   * a reporter that records Google Benchmark's timings so main() can print a summary.
