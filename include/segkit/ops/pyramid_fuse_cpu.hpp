@@ -40,7 +40,7 @@ constexpr int64_t fuse_lines_ahead = 64;
 // Into L2, not L1 (prefetcht1): channel planes of a multiple of 4 KB (32 x 32 floats and up) put
 // a group's line of every channel in one L1 set, and with the next block's lines in flight beside
 // the block's own and best/arg, prefetching into L1 evicted lines before they were read (1.2-1.5x
-// slower on this machine's 8-way L1; docs/benchmarks.md). The load finds the line in L2.
+// slower on an AMD Zen 4's 8-way L1; docs/benchmarks.md). The load finds the line in L2.
 inline void prefetch_line(const float* p) {
 #if defined(__GNUC__)
   __builtin_prefetch(p, 0, 2);
