@@ -142,6 +142,9 @@ int main(int argc, char** argv) {
   std::printf("%-11s %-22s %9s %8s %7s %9s %8s %9s %8s  %s\n", "case", "N,d,dv,L,S", "fused ms",
               "GFLOP/s", "% peak", "naive ms", "vs naive", "torch ms", "vs torch", "goal");
   bool goal_met = false, goal_measured = false;
+#ifdef SEGKIT_WITH_CUDA
+  const bool gpu_ready = segkit::bench::gpu_available();
+#endif
   for (const auto& s : shapes) {
     const double ms = reporter.ms(s.name), naive = reporter.ms(naive_name(s));
     if (ms <= 0) continue;
@@ -161,6 +164,7 @@ int main(int argc, char** argv) {
                 torch ? torch->median_ms : 0.0, vs_torch,
                 is_goal ? (goal_met ? ">=1.5x torch: MET" : ">=1.5x torch: NOT MET") : "-");
 #ifdef SEGKIT_WITH_CUDA
+    if (!gpu_ready) continue;
     const double gms = gpu_ms(s);
     std::printf("%-11s GPU: %.3f ms, %.1f GFLOP/s\n", s.name, gms, s.flops() / gms * 1e-6);
 #endif

@@ -175,6 +175,9 @@ int main(int argc, char** argv) {
               segkit::num_threads());
   std::printf("%-12s %-20s %9s %8s %7s %9s %8s %9s %8s\n", "case", "N,C,H,W,heads", "op ms",
               "GFLOP/s", "% peak", "naive ms", "vs naive", "torch ms", "vs torch");
+#ifdef SEGKIT_WITH_CUDA
+  const bool gpu_ready = segkit::bench::gpu_available();
+#endif
   for (const auto& s : shapes) {
     const double ms = reporter.ms(s.name), naive = reporter.ms(naive_name(s));
     if (ms <= 0) continue;
@@ -190,6 +193,7 @@ int main(int argc, char** argv) {
                 gflops, 100.0 * gflops / peak.gflops(), naive, naive > 0 ? naive / ms : 0.0,
                 torch ? torch->median_ms : 0.0, torch ? torch->median_ms / ms : 0.0);
 #ifdef SEGKIT_WITH_CUDA
+    if (!gpu_ready) continue;
     const double gms = gpu_ms(s);
     std::printf("%-12s GPU: %.3f ms, %.1f GFLOP/s\n", s.name, gms, s.flops() / gms * 1e-6);
 #endif

@@ -295,6 +295,17 @@ class recording_reporter : public benchmark::ConsoleReporter {
 };
 
 #ifdef SEGKIT_WITH_CUDA
+// Whether a CUDA device can run here. If not, says why (no device, or a driver older than the
+// runtime), so that a benchmark built with CUDA still runs and reports its CPU part.
+inline bool gpu_available() {
+  int devices = 0;
+  const cudaError_t status = cudaGetDeviceCount(&devices);
+  if (status == cudaSuccess && devices > 0) return true;
+  std::printf("GPU: skipped (%s)\n",
+              status == cudaSuccess ? "no CUDA device" : cudaGetErrorString(status));
+  return false;
+}
+
 // Median GPU time of run() in ms: a few warm-up calls, then CUDA events around each call,
 // with a 256 MiB memset before each one so the L2 cache holds nothing of the previous call.
 template <class Run>
