@@ -79,15 +79,21 @@ inline double measure_mhz_one_thread(bool wide) {
   return best;
 }
 
-// The clock every thread holds while all of them run the chain at once (the slowest one):
-// what a multi-threaded kernel gets, not one core's turbo.
-inline double measure_mhz(bool wide) {
+// measure() run on every thread at once; the slowest thread's figure.
+template <class Measure>
+double slowest_thread(const Measure& measure) {
   const int threads = num_threads();
   std::vector<double> per_thread(static_cast<size_t>(threads), 0.0);
   parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) per_thread[size_t(t)] = measure_mhz_one_thread(wide);
+    for (int64_t t = first; t < last; ++t) per_thread[size_t(t)] = measure();
   });
   return *std::min_element(per_thread.begin(), per_thread.end());
+}
+
+// The clock every thread holds while all of them run the chain at once (the slowest one):
+// what a multi-threaded kernel gets, not one core's turbo.
+inline double measure_mhz(bool wide) {
+  return slowest_thread([wide] { return measure_mhz_one_thread(wide); });
 }
 
 // Full-width FMAs one thread issues per cycle while every thread runs them at once (two
@@ -137,12 +143,7 @@ inline double measure_fma_per_cycle(int vector_floats, double mhz) {
     }
     return best;
   };
-  const int threads = num_threads();
-  std::vector<double> per_thread(static_cast<size_t>(threads), 0.0);
-  parallel_for(0, threads, 1, [&](int64_t first, int64_t last) {
-    for (int64_t t = first; t < last; ++t) per_thread[size_t(t)] = one_thread();
-  });
-  return *std::min_element(per_thread.begin(), per_thread.end());
+  return slowest_thread(one_thread);
 }
 #undef SEGKIT_FMA_BLOCK
 #undef SEGKIT_FMA12
