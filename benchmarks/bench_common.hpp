@@ -2,6 +2,8 @@
 //   * the machine's FP32 peak: vector width (as compiled) x FMA issue rate x clock (both
 //     measured) x threads;
 //   * a measured copy bandwidth, for memory-bound kernels;
+//   * on a GPU (SEGKIT_WITH_CUDA): a device copy and a cuBLAS SGEMM rate measured in the run,
+//     and CUDA-event timing with the L2 flushed;
 //   * a PyTorch baseline timed in the same run (benchmarks/torch_baseline.py via popen);
 //   * a reporter that records Google Benchmark's timings so main() can print a summary.
 // What is measured is printed. The FMA issue rate is measured, not assumed: Intel's server
@@ -23,6 +25,12 @@
 
 #include "segkit/tensor/parallel.hpp"
 #include "segkit/tensor/tensor.hpp"
+
+#ifdef SEGKIT_WITH_CUDA
+#include <cuda_runtime.h>
+
+#include "segkit/ops/matmul.hpp"
+#endif
 
 namespace segkit::bench {
 
@@ -301,7 +309,15 @@ class recording_reporter : public benchmark::ConsoleReporter {
 inline bool gpu_available() {
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
-  if (status == cudaSuccess && devices > 0) return true;
+  if (status == cudaSuccess && devices > 0) {
+    int device = 0;
+    cudaDeviceProp properties{};
+    cudaGetDevice(&device);
+    cudaGetDeviceProperties(&properties, device);
+    std::printf("GPU: %s, %d SMs, %.1f GiB\n", properties.name, properties.multiProcessorCount,
+                double(properties.totalGlobalMem) / (1 << 30));
+    return true;
+  }
   std::printf("GPU: skipped (%s)\n",
               status == cudaSuccess ? "no CUDA device" : cudaGetErrorString(status));
   return false;
@@ -331,6 +347,31 @@ double gpu_median_ms(const Run& run, int warmup = 3, int repeats = 20) {
   cudaEventDestroy(stop);
   std::sort(times.begin(), times.end());
   return times[times.size() / 2];
+}
+
+// The GPU's limit for a memory-bound kernel, measured as the CPU copy is: a 256 MiB
+// device-to-device copy (read + write bytes), timed like the kernels (gpu_median_ms).
+inline double gpu_copy_gbps() {
+  const int64_t floats = int64_t(64) << 20;
+  tensor<float, cuda> source({floats}), target({floats});
+  const double ms = gpu_median_ms([&] {
+    cudaMemcpyAsync(target.data(), source.data(), source.bytes(), cudaMemcpyDeviceToDevice);
+  });
+  return 2.0 * double(source.bytes()) / ms * 1e-6;
+}
+
+// The GPU's limit for a compute-bound FP32 kernel, measured: cuBLAS SGEMM (ops::gemm on cuda,
+// FP32 math, no TF32) on 4096^3, timed like the kernels.
+inline double gpu_sgemm_gflops() {
+  const int64_t n = 4096;
+  tensor<float, cpu> values({n, n});
+  for (int64_t i = 0; i < values.numel(); ++i) values[i] = float(i % 1021) / 1021.f - 0.5f;
+  const auto a = to<cuda>(values), b = to<cuda>(values);  // not zeros: zeros draw less power
+  tensor<float, cuda> c({n, n});
+  const double ms = gpu_median_ms([&] {
+    ops::gemm(cuda{}, false, false, n, n, n, 1.f, a.data(), n, b.data(), n, 0.f, c.data(), n);
+  });
+  return 2.0 * double(n) * double(n) * double(n) / ms * 1e-6;
 }
 #endif
 

@@ -3,6 +3,11 @@
 // ops (ops::softmax over a [N, K, HW] view + ops::matmul) and PyTorch (the authors' softmax +
 // matmul), measured in the same run. Compute-bound by its GEMMs: GFLOP/s and % of FP32 peak
 // (forward 2 N K C HW flops; forward+backward 3x that).
+// GPU (built with SEGKIT_WITH_CUDA, on a machine with a device): the same cases timed with CUDA
+// events, the L2 flushed before each call (median of 20), against two limits measured in the
+// same run: a 256 MiB device copy (K = 19 streams 512 features per 19 regions, so it is close to
+// memory-bound) and cuBLAS SGEMM on 4096^3. "% roofline" is the slower limit's time over ours.
+#include <algorithm>
 #include <cstdio>
 #include <random>
 #include <string>
@@ -53,6 +58,33 @@ fixture& data(int64_t k) {
   return k == 19 ? k19 : k150;
 }
 
+double flops(int64_t k, bool backward) {
+  return (backward ? 3.0 : 1.0) * 2.0 * N * k * C * HW;
+}
+
+#ifdef SEGKIT_WITH_CUDA
+// Compulsory traffic. Forward reads regions and features, writes probabilities and y; backward
+// reads features, probabilities and dy, and reads and writes d_regions and d_features (it adds).
+double bytes(int64_t k, bool backward) {
+  const double maps = 4.0 * N * k * HW, feats = 4.0 * N * C * HW, small = 4.0 * N * k * C;
+  const double forward = 2 * maps + feats + small;
+  return backward ? forward + 3 * maps + 3 * feats + small : forward;
+}
+
+double gpu_ms(int64_t k, bool backward) {
+  using segkit::cuda;
+  auto& f = data(k);
+  const auto regions = segkit::to<cuda>(f.regions), features = segkit::to<cuda>(f.features);
+  const auto dy = segkit::to<cuda>(f.dy);
+  auto dr = segkit::to<cuda>(f.dr), df = segkit::to<cuda>(f.df);
+  segkit::tensor<float, cuda> probs(f.probs.shape()), y(f.y.shape());
+  return segkit::bench::gpu_median_ms([&] {
+    segkit::ops::ocr_gather_forward(regions, features, probs, y);
+    if (backward) segkit::ops::ocr_gather_backward(features, probs, dy, &dr, &df);
+  });
+}
+#endif
+
 void run(benchmark::State& state, int64_t k, bool naive, bool backward) {
   auto& f = data(k);
   for (auto _ : state) {
@@ -85,8 +117,7 @@ int main(int argc, char** argv) {
       const std::string suffix = "_K" + std::to_string(k) + (bwd ? "_fwdbwd" : "_fwd");
       const double ms = reporter.ms("ours" + suffix), naive_ms = reporter.ms("naive" + suffix);
       if (ms <= 0) continue;
-      const double flops = (bwd ? 3.0 : 1.0) * 2.0 * N * k * C * HW;
-      const double gflops = flops / ms * 1e-6;
+      const double gflops = flops(k, bwd == 1) / ms * 1e-6;
       const auto torch = segkit::bench::run_torch(
           "ocr_gather", std::to_string(N) + " " + std::to_string(k) + " " + std::to_string(C) +
                             " " + std::to_string(H) + " " + std::to_string(W) + (bwd ? " fwdbwd" : " fwd"));
@@ -97,5 +128,24 @@ int main(int argc, char** argv) {
       else
         std::printf(" %10s %9s\n", "n/a", "n/a");
     }
+#ifdef SEGKIT_WITH_CUDA
+  std::printf("\n");
+  if (!segkit::bench::gpu_available()) return 0;
+  const double gpu_copy = segkit::bench::gpu_copy_gbps(), sgemm = segkit::bench::gpu_sgemm_gflops();
+  std::printf(
+      "GPU (CUDA events, L2 flushed, median of 20): device copy %.1f GB/s, cuBLAS SGEMM "
+      "4096^3 %.0f GFLOP/s\n",
+      gpu_copy, sgemm);
+  std::printf("%-12s %9s %9s %8s %9s %8s %11s\n", "case", "ms", "GFLOP/s", "% SGEMM", "GB/s",
+              "% copy", "% roofline");
+  for (int64_t k : {19, 150})
+    for (int bwd = 0; bwd < 2; ++bwd) {
+      const double ms = gpu_ms(k, bwd == 1), gb = bytes(k, bwd == 1), fl = flops(k, bwd == 1);
+      const double limit_ms = std::max(gb / gpu_copy, fl / sgemm) * 1e-6;
+      std::printf("K%-3ld %-7s %9.3f %9.0f %7.1f%% %9.1f %7.1f%% %10.1f%%\n", long(k),
+                  bwd ? "fwdbwd" : "fwd", ms, fl / ms * 1e-6, 100 * fl / ms * 1e-6 / sgemm,
+                  gb / ms * 1e-6, 100 * gb / ms * 1e-6 / gpu_copy, 100 * limit_ms / ms);
+    }
+#endif
   return 0;
 }

@@ -345,17 +345,6 @@ void bench_ground_truth(benchmark::State& state) {
 }
 
 #ifdef SEGKIT_WITH_CUDA
-// The GPU's limit for a memory-bound kernel, measured as the copy is on the CPU: a 256 MiB
-// device-to-device copy (read + write), timed like the fuser (bench::gpu_median_ms).
-double gpu_copy_gbps() {
-  const int64_t floats = int64_t(64) << 20;
-  tensor<float, cuda> source({floats}), target({floats});
-  const double ms = bench::gpu_median_ms([&] {
-    cudaMemcpyAsync(target.data(), source.data(), source.bytes(), cudaMemcpyDeviceToDevice);
-  });
-  return 2.0 * double(source.bytes()) / ms * 1e-6;
-}
-
 // The CUDA fuser on problem p, median of event-timed calls with the L2 flushed.
 double gpu_fuse_ms(const problem& p, bool with_logits) {
   std::vector<tensor<float, cuda>> semantic, unity;
@@ -482,7 +471,7 @@ int main(int argc, char** argv) {
   // GPU goal: >= 80% of HBM bandwidth, judged against the device copy measured here.
   std::printf("\n");
   if (!bench::gpu_available()) return 0;
-  const double gpu_copy = gpu_copy_gbps();
+  const double gpu_copy = bench::gpu_copy_gbps();
   std::printf("GPU (CUDA events, L2 flushed, median of 20): device copy %.1f GB/s\n", gpu_copy);
   std::printf("%-25s %8s %10s %9s %7s %10s\n", "variant", "ms", "line MB", "line GB/s", "% copy",
               "% (useful)");
