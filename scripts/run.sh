@@ -4,8 +4,9 @@
 #   scripts/run.sh            install, build (CPU), run the main job: train SaF on generated scenes
 #   scripts/run.sh test       the same, then every test (ctest)
 #   scripts/run.sh sanitize   build with AddressSanitizer + UBSan and run every test
-#   scripts/run.sh cuda       configure and build the CUDA configuration (kernels, CUDA tests);
-#                             runs the CUDA tests, which report "Skipped" without a GPU
+#   scripts/run.sh cuda       configure and build the CUDA configuration (kernels, CUDA tests,
+#                             kernel benchmarks); runs the CUDA tests, which report "Skipped"
+#                             without a GPU
 #   scripts/run.sh bench      build and run the benchmarks (installs python3-torch for the
 #                             PyTorch baselines)
 #   scripts/run.sh golden     regenerate tests/golden/ with PyTorch (installs python3-torch)
@@ -90,11 +91,13 @@ case "$mode" in
     need_packages "${base_packages[@]}"
     export PATH=/usr/local/cuda/bin:$PATH
     dir=${BUILD_DIR:-build-cuda}
-    configure "$dir" -DSEGKIT_CUDA=ON -DSEGKIT_BUILD_BENCHMARKS=OFF
+    configure "$dir" -DSEGKIT_CUDA=ON -DSEGKIT_BUILD_BENCHMARKS=ON
     # Header self-containment is checked once, by the CPU configuration's test (the CUDA
     # tests include the headers with SEGKIT_WITH_CUDA defined); repeating it here cost CI
-    # several minutes of its 60.
-    cmake --build "$dir" --parallel "$jobs" --target segkit_cuda segkit_cuda_tests segkit_demo
+    # several minutes of its 60. The kernel benchmarks are compiled (not run): their GPU
+    # parts exist only in this configuration.
+    cmake --build "$dir" --parallel "$jobs" --target segkit_cuda segkit_cuda_tests segkit_demo \
+      segkit_kernel_benchmarks
     ctest --test-dir "$dir" --output-on-failure -R 'cuda_ops_match_cpu'
     ;;
   bench)
