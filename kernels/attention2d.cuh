@@ -1,4 +1,4 @@
-// kernels/attention2d.cuh — CUDA path of ops/attention2d.hpp (plain FP32 flash attention).
+// kernels/attention2d.cuh — CUDA path of ops/attention2d.hpp (flash attention).
 // Forward: one block per (n * head, tile of 16 queries); key tiles of 64 positions; the
 //   16 x 64 score tile lives in shared memory, one warp per row runs the online-softmax step
 //   (math::online_softmax_rescale, the CPU's function) with shuffles, and the block's output
@@ -8,14 +8,17 @@
 //   (n * head, 32 keys) walks every query tile and adds into its own dK/dV columns; one block
 //   per (n * head, 32 queries) walks every key tile and adds into its dQ columns. P and dS are
 //   recomputed from q, k and lse by math::attention_probability / softmax_gradient<false>.
-// Not yet here: tensor cores (WMMA TF32) for the tile products; see docs/kernels.md.
+// The forward runs on tensor cores where it can (attention2d_tensor_cores.cuh: sm_80+, and
+//   the shared memory a head's d_v needs); the kernel here is its fallback. The backward is
+//   plain FP32 (see docs/kernels.md).
 #pragma once
 #include <cmath>
 
+#include "attention2d_tensor_cores.cuh"
 #include "cuda_context.cuh"
 #include "launch.cuh"
-#include "warp_reduce.cuh"
 #include "segkit/ops/attention2d.hpp"
+#include "warp_reduce.cuh"
 
 namespace segkit::ops {
 namespace cuda_kernels {
@@ -24,11 +27,6 @@ constexpr int attention_threads = 256;
 constexpr int attention_fwd_queries = 16;
 constexpr int attention_fwd_keys = 64;
 constexpr int attention_bwd_tile = 32;
-
-struct attention_dims {
-  int64_t heads, d, dv, dh, dvh, l, s;
-  float scale;
-};
 
 __global__ void attention2d_forward_kernel(const float* __restrict__ q,
                                            const float* __restrict__ k,
@@ -205,12 +203,6 @@ inline attention_dims dims_of(const detail::attention2d_geometry& geo, float sca
   return attention_dims{geo.heads, geo.d, geo.dv, geo.dh, geo.dvh, geo.l, geo.s, scale};
 }
 
-inline dim3 grid_of(int64_t tiles, int64_t nh) {
-  require<cuda_error>(tiles <= 0x7fffffff && nh <= 65535, "attention2d: grid of ", tiles, " x ",
-                      nh, " blocks exceeds the CUDA limits (N x heads must be <= 65535)");
-  return dim3(unsigned(tiles), unsigned(nh));
-}
-
 }  // namespace cuda_kernels
 
 void attention2d_forward(const attention2d_params& params, const tensor<float, cuda>& q,
@@ -228,10 +220,15 @@ void attention2d_forward(const attention2d_params& params, const tensor<float, c
     return;
   }
   using namespace cuda_kernels;
+  const auto dims = dims_of(g, params.scale);
+  if (launch_attention2d_forward_tc(q.data(), k.data(), v.data(), o.data(), lse.data(), dims,
+                                    g.n * g.heads, params.allow_tf32,
+                                    cuda_detail::context().stream()))
+    return;
   const int64_t tiles = (g.l + attention_fwd_queries - 1) / attention_fwd_queries;
   SEGKIT_LAUNCH(attention2d_forward_kernel, grid_of(tiles, g.n * g.heads), attention_threads, 0,
-                cuda_detail::context().stream(), q.data(), k.data(), v.data(), o.data(),
-                lse.data(), dims_of(g, params.scale));
+                cuda_detail::context().stream(), q.data(), k.data(), v.data(), o.data(), lse.data(),
+                dims);
 }
 
 void attention2d_backward(const attention2d_params& params, const tensor<float, cuda>& q,

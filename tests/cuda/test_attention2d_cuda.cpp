@@ -1,5 +1,7 @@
 // CUDA attention2d against the CPU path: outputs, saved lse and all three gradients, for SaF's
-// 110 pooled keys, full self-attention over several key tiles, multi-head and odd sizes.
+// 110 pooled keys, full self-attention over several key tiles, multi-head and odd sizes. The
+// forward runs on tensor cores (3xTF32) on sm_80+; a d_v too wide for its shared memory takes
+// the plain FP32 kernel, and allow_tf32 is checked at TF32's accuracy.
 #include "op_checker.hpp"
 #include "segkit/ops/attention2d.hpp"
 
@@ -15,10 +17,13 @@ TEST_CASE("cuda attention2d: forward and backward match the cpu") {
   };
   const config configs[] = {
       {{2, 32, 17, 19}, {2, 32, 1, 110}, 48, 1, 1.f / std::sqrt(32.f)},
-      {{1, 16, 24, 24}, {1, 16, 24, 24}, 32, 1, 1.f},          // full, 576 keys: 2 CPU key tiles
+      {{1, 16, 24, 24}, {1, 16, 24, 24}, 32, 1, 1.f},            // full, 576 keys: 2 CPU key tiles
       {{2, 24, 130}, {2, 24, 70}, 12, 4, 1.f / std::sqrt(6.f)},  // multi-head
-      {{1, 1, 5}, {1, 1, 1}, 1, 1, 1.f},                        // d = 1, S = 1
-      {{3, 4, 1}, {3, 4, 33}, 2, 2, 0.5f},                      // L = 1
+      {{1, 1, 5}, {1, 1, 1}, 1, 1, 1.f},                         // d = 1, S = 1
+      {{3, 4, 1}, {3, 4, 33}, 2, 2, 0.5f},                       // L = 1
+      // 3 Q/K channel chunks (the last partial), 2 V chunks, 3 key tiles, 2 query tiles
+      {{2, 80, 10, 10}, {2, 80, 130}, 72, 1, 1.f / std::sqrt(80.f)},
+      {{1, 8, 20}, {1, 8, 30}, 2048, 1, 0.5f},  // d_v too wide for the tensor-core kernel
   };
   for (const auto& c : configs) {
     INFO("q " << c.q.to_string() << " k " << c.k.to_string() << " heads " << c.heads);
@@ -42,6 +47,24 @@ TEST_CASE("cuda attention2d: forward and backward match the cpu") {
     testing::require_all_close(to<cpu>(dk_d), dk, 1e-5f, 2e-4f, "dk (added onto random values)");
     testing::require_all_close(to<cpu>(dv_d), dv, 1e-5f, 2e-4f, "dv (added onto random values)");
   }
+}
+
+TEST_CASE("cuda attention2d: allow_tf32 forward is within TF32's accuracy") {
+  std::mt19937 rng(47);
+  ops::attention2d_params params{2, 1.f / std::sqrt(64.f)};
+  params.allow_tf32 = true;
+  const auto q = testing::random_tensor({2, 128, 300}, rng),
+             k = testing::random_tensor({2, 128, 110}, rng);
+  const auto v = testing::random_tensor({2, 96, 110}, rng);
+  host_tensor<float> o({2, 96, 300}), lse({2, 2, 300});
+  ops::attention2d_forward(params, q, k, v, o, lse);  // the CPU computes in FP32 regardless
+  tensor<float, cuda> o_d(o.shape()), lse_d(lse.shape());
+  ops::attention2d_forward(params, to<cuda>(q), to<cuda>(k), to<cuda>(v), o_d, lse_d);
+  // TF32 rounds each operand to 11 significant bits (relative 2^-11 ~ 5e-4): the scaled scores
+  // (64 products per head) are off by ~5e-5, outputs of magnitude ~0.05 by ~4e-5. The
+  // tolerances leave 10x to that; a wrong tile is off by ~0.1.
+  testing::require_all_close(to<cpu>(o_d), o, 5e-4f, 5e-3f, "forward, TF32 products");
+  testing::require_all_close(to<cpu>(lse_d), lse, 5e-4f, 1e-3f, "lse, TF32 products");
 }
 
 TEST_CASE("cuda attention2d: large logits and bad shapes") {

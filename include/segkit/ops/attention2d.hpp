@@ -17,7 +17,9 @@
 // CPU: tile products through ops::gemm (segkit's packed AVX-512 kernel), parallel over
 //   N x heads x query tiles (forward) and N x heads (x key tiles when S > key_tile) (backward).
 // CUDA (kernels/attention2d.cuh): one block per (n, head, query tile), K/V tiles in shared
-//   memory, the same math:: row updates as the CPU.
+//   memory, the same math:: row updates as the CPU. The forward's tile products run on tensor
+//   cores on sm_80+ (kernels/attention2d_tensor_cores.cuh), FP32-accurate by default
+//   (3xTF32) or one TF32 product with allow_tf32; the backward is plain FP32.
 #pragma once
 #include <algorithm>
 #include <cmath>
@@ -40,6 +42,10 @@ namespace segkit::ops {
 struct attention2d_params {
   int heads = 1;
   float scale = 1.f;  // 1/sqrt(d/heads) for SaF/ANL/OCR; 1 for HFGD's CAE
+  // CUDA forward on tensor cores: one TF32 product per multiply (~1e-3 relative error in the
+  // scores, as PyTorch's allow_tf32) instead of three (3xTF32, FP32 accuracy). The CPU path
+  // and the CUDA backward always compute in FP32.
+  bool allow_tf32 = false;
 };
 
 namespace math {
