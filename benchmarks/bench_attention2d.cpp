@@ -195,10 +195,11 @@ int main(int argc, char** argv) {
       // The goal's measure: time over the memory-bound limit (compulsory bytes at copy speed).
       const double over_limit = gms / memory_limit_ms;
       if (is_goal) gpu_goal_met[tf32] = over_limit <= 2.0, gpu_goal_measured = true;
-      std::printf("%-11s GPU %-10s %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), memory-bound limit "
-                  "%.3f ms -> %.2fx it\n",
-                  s.name, tf32 ? "allow_tf32" : "3xTF32", gms, gflops_gpu,
-                  100 * gflops_gpu / sgemm, memory_limit_ms, over_limit);
+      std::printf(
+          "%-11s GPU %-10s %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), memory-bound limit "
+          "%.3f ms -> %.2fx it\n",
+          s.name, tf32 ? "allow_tf32" : "3xTF32", gms, gflops_gpu, 100 * gflops_gpu / sgemm,
+          memory_limit_ms, over_limit);
     }
 #endif
   }
