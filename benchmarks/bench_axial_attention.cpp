@@ -9,7 +9,8 @@
 // Debian's python3-torch runs matmul on reference BLAS (no MKL/OpenBLAS), so the PyTorch
 // baseline is slow here; the ratio against the naive composition is the fairer measure.
 // GPU: under SEGKIT_WITH_CUDA the same shapes are timed with CUDA events after warm-up, with
-// the L2 flushed before each timed run (compiled in CI's CUDA configuration; not run here).
+// the L2 flushed before each timed run, against a device copy and cuBLAS SGEMM measured in the
+// same run (% of each, and of the slower of the two: the roofline).
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -38,6 +39,15 @@ struct axial_shape {
   bool backward;
   double flops() const { return (backward ? 3.0 : 1.0) * 4.0 * n * c * h * w * double(h + w); }
   shape extent() const { return shape{n, c, h, w}; }
+  // Compulsory traffic: forward reads q, k, v and writes the output, the column pass's result
+  // (mid) and the softmax stats; backward reads q, k, v, mid, stats and the output gradient,
+  // and reads and writes dq, dk, dv (it adds).
+  double bytes() const {
+    const double map = 4.0 * n * c * h * w;
+    const double stats = 4.0 * double(ops::axial_attention_stats_shape(extent(), {heads}).numel());
+    const double forward = 5 * map + stats;
+    return backward ? forward + 6 * map + stats + 6 * map : forward;
+  }
 };
 
 const axial_shape shapes[] = {
@@ -177,6 +187,12 @@ int main(int argc, char** argv) {
               "GFLOP/s", "% peak", "naive ms", "vs naive", "torch ms", "vs torch");
 #ifdef SEGKIT_WITH_CUDA
   const bool gpu_ready = segkit::bench::gpu_available();
+  const double gpu_copy = gpu_ready ? segkit::bench::gpu_copy_gbps() : 0;
+  const double sgemm = gpu_ready ? segkit::bench::gpu_sgemm_gflops() : 0;
+  if (gpu_ready)
+    std::printf("GPU limits measured now: device copy %.1f GB/s, cuBLAS SGEMM 4096^3 %.0f "
+                "GFLOP/s\n",
+                gpu_copy, sgemm);
 #endif
   for (const auto& s : shapes) {
     const double ms = reporter.ms(s.name), naive = reporter.ms(naive_name(s));
@@ -194,8 +210,14 @@ int main(int argc, char** argv) {
                 torch ? torch->median_ms : 0.0, torch ? torch->median_ms / ms : 0.0);
 #ifdef SEGKIT_WITH_CUDA
     if (!gpu_ready) continue;
-    const double gms = gpu_ms(s);
-    std::printf("%-12s GPU: %.3f ms, %.1f GFLOP/s\n", s.name, gms, s.flops() / gms * 1e-6);
+    const double gms = gpu_ms(s), gpu_gflops = s.flops() / gms * 1e-6;
+    const double gpu_gbps = s.bytes() / gms * 1e-6;
+    // The slower of the two limits is the roofline's time for this shape.
+    const double limit_ms = std::max(s.bytes() / gpu_copy, s.flops() / sgemm) * 1e-6;
+    std::printf("%-12s GPU: %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), %.0f GB/s (%.1f%% of copy), "
+                "%.1f%% of the roofline\n",
+                s.name, gms, gpu_gflops, 100 * gpu_gflops / sgemm, gpu_gbps,
+                100 * gpu_gbps / gpu_copy, 100 * limit_ms / gms);
 #endif
   }
   if (auto t = segkit::bench::run_torch("axial_attention", "1 8 6 7 4 fwd"))
