@@ -159,13 +159,7 @@ int main(int argc, char** argv) {
   bool goal_met = false, goal_measured = false;
 #ifdef SEGKIT_WITH_CUDA
   const bool gpu_ready = segkit::bench::gpu_available();
-  const double gpu_copy = gpu_ready ? segkit::bench::gpu_copy_gbps() : 0;
-  const double sgemm = gpu_ready ? segkit::bench::gpu_sgemm_gflops() : 0;
-  if (gpu_ready)
-    std::printf(
-        "GPU limits measured now: device copy %.1f GB/s, cuBLAS SGEMM 4096^3 %.0f "
-        "GFLOP/s\n",
-        gpu_copy, sgemm);
+  const auto limits = gpu_ready ? segkit::bench::measure_gpu_limits() : segkit::bench::gpu_limits{};
   // The GPU goal, judged for the default (FP32-accurate 3xTF32) forward and for allow_tf32.
   bool gpu_goal_met[2] = {false, false}, gpu_goal_measured = false;
 #endif
@@ -189,7 +183,7 @@ int main(int argc, char** argv) {
                 is_goal ? (goal_met ? ">=1.5x torch: MET" : ">=1.5x torch: NOT MET") : "-");
 #ifdef SEGKIT_WITH_CUDA
     if (!gpu_ready) continue;
-    const double memory_limit_ms = s.bytes() / gpu_copy * 1e-6;
+    const double memory_limit_ms = s.bytes() / limits.copy_gbps * 1e-6;
     for (const bool tf32 : {false, true}) {
       const double gms = gpu_ms(s, tf32), gflops_gpu = s.flops() / gms * 1e-6;
       // The goal's measure: time over the memory-bound limit (compulsory bytes at copy speed).
@@ -198,8 +192,8 @@ int main(int argc, char** argv) {
       std::printf(
           "%-11s GPU %-10s %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), memory-bound limit "
           "%.3f ms -> %.2fx it\n",
-          s.name, tf32 ? "allow_tf32" : "3xTF32", gms, gflops_gpu, 100 * gflops_gpu / sgemm,
-          memory_limit_ms, over_limit);
+          s.name, tf32 ? "allow_tf32" : "3xTF32", gms, gflops_gpu,
+          100 * gflops_gpu / limits.sgemm_gflops, memory_limit_ms, over_limit);
     }
 #endif
   }

@@ -187,12 +187,7 @@ int main(int argc, char** argv) {
               "GFLOP/s", "% peak", "naive ms", "vs naive", "torch ms", "vs torch");
 #ifdef SEGKIT_WITH_CUDA
   const bool gpu_ready = segkit::bench::gpu_available();
-  const double gpu_copy = gpu_ready ? segkit::bench::gpu_copy_gbps() : 0;
-  const double sgemm = gpu_ready ? segkit::bench::gpu_sgemm_gflops() : 0;
-  if (gpu_ready)
-    std::printf("GPU limits measured now: device copy %.1f GB/s, cuBLAS SGEMM 4096^3 %.0f "
-                "GFLOP/s\n",
-                gpu_copy, sgemm);
+  const auto limits = gpu_ready ? segkit::bench::measure_gpu_limits() : segkit::bench::gpu_limits{};
 #endif
   for (const auto& s : shapes) {
     const double ms = reporter.ms(s.name), naive = reporter.ms(naive_name(s));
@@ -213,11 +208,12 @@ int main(int argc, char** argv) {
     const double gms = gpu_ms(s), gpu_gflops = s.flops() / gms * 1e-6;
     const double gpu_gbps = s.bytes() / gms * 1e-6;
     // The slower of the two limits is the roofline's time for this shape.
-    const double limit_ms = std::max(s.bytes() / gpu_copy, s.flops() / sgemm) * 1e-6;
-    std::printf("%-12s GPU: %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), %.0f GB/s (%.1f%% of copy), "
-                "%.1f%% of the roofline\n",
-                s.name, gms, gpu_gflops, 100 * gpu_gflops / sgemm, gpu_gbps,
-                100 * gpu_gbps / gpu_copy, 100 * limit_ms / gms);
+    const double limit_ms = limits.roofline_ms(s.bytes(), s.flops());
+    std::printf(
+        "%-12s GPU: %.3f ms, %.0f GFLOP/s (%.1f%% of SGEMM), %.0f GB/s (%.1f%% of copy), "
+        "%.1f%% of the roofline\n",
+        s.name, gms, gpu_gflops, 100 * gpu_gflops / limits.sgemm_gflops, gpu_gbps,
+        100 * gpu_gbps / limits.copy_gbps, 100 * limit_ms / gms);
 #endif
   }
   if (auto t = segkit::bench::run_torch("axial_attention", "1 8 6 7 4 fwd"))

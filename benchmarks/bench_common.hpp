@@ -373,6 +373,25 @@ inline double gpu_sgemm_gflops() {
   });
   return 2.0 * double(n) * double(n) * double(n) / ms * 1e-6;
 }
+
+// The two limits a GPU kernel is set against, measured in the same run.
+struct gpu_limits {
+  double copy_gbps = 0, sgemm_gflops = 0;
+  // The time the slower limit needs for `bytes` and `flops`, in ms: the roofline's time.
+  double roofline_ms(double bytes, double flops) const {
+    return std::max(bytes / copy_gbps, flops / sgemm_gflops) * 1e-6;
+  }
+};
+
+// Measures and prints both limits.
+inline gpu_limits measure_gpu_limits() {
+  const gpu_limits limits{gpu_copy_gbps(), gpu_sgemm_gflops()};
+  std::printf(
+      "GPU limits measured now (CUDA events, L2 flushed, median of 20): device copy "
+      "%.1f GB/s, cuBLAS SGEMM 4096^3 %.0f GFLOP/s\n",
+      limits.copy_gbps, limits.sgemm_gflops);
+  return limits;
+}
 #endif
 
 }  // namespace segkit::bench

@@ -131,20 +131,17 @@ int main(int argc, char** argv) {
 #ifdef SEGKIT_WITH_CUDA
   std::printf("\n");
   if (!segkit::bench::gpu_available()) return 0;
-  const double gpu_copy = segkit::bench::gpu_copy_gbps(), sgemm = segkit::bench::gpu_sgemm_gflops();
-  std::printf(
-      "GPU (CUDA events, L2 flushed, median of 20): device copy %.1f GB/s, cuBLAS SGEMM "
-      "4096^3 %.0f GFLOP/s\n",
-      gpu_copy, sgemm);
+  const auto limits = segkit::bench::measure_gpu_limits();
   std::printf("%-12s %9s %9s %8s %9s %8s %11s\n", "case", "ms", "GFLOP/s", "% SGEMM", "GB/s",
               "% copy", "% roofline");
   for (int64_t k : {19, 150})
     for (int bwd = 0; bwd < 2; ++bwd) {
       const double ms = gpu_ms(k, bwd == 1), gb = bytes(k, bwd == 1), fl = flops(k, bwd == 1);
-      const double limit_ms = std::max(gb / gpu_copy, fl / sgemm) * 1e-6;
+      const double limit_ms = limits.roofline_ms(gb, fl);
       std::printf("K%-3ld %-7s %9.3f %9.0f %7.1f%% %9.1f %7.1f%% %10.1f%%\n", long(k),
-                  bwd ? "fwdbwd" : "fwd", ms, fl / ms * 1e-6, 100 * fl / ms * 1e-6 / sgemm,
-                  gb / ms * 1e-6, 100 * gb / ms * 1e-6 / gpu_copy, 100 * limit_ms / ms);
+                  bwd ? "fwdbwd" : "fwd", ms, fl / ms * 1e-6,
+                  100 * fl / ms * 1e-6 / limits.sgemm_gflops, gb / ms * 1e-6,
+                  100 * gb / ms * 1e-6 / limits.copy_gbps, 100 * limit_ms / ms);
     }
 #endif
   return 0;
