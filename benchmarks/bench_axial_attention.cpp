@@ -24,10 +24,6 @@
 #include "segkit/ops/permute.hpp"
 #include "segkit/ops/softmax.hpp"
 
-#ifdef SEGKIT_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
-
 namespace {
 
 using namespace segkit;

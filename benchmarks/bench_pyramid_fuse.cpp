@@ -34,10 +34,6 @@
 #include "segkit/ops/pyramid_ground_truth.hpp"
 #include "segkit/ops/resize.hpp"
 
-#ifdef SEGKIT_WITH_CUDA
-#include <cuda_runtime.h>
-#endif
-
 using namespace segkit;
 
 namespace {
