@@ -122,7 +122,7 @@ __global__ void __launch_bounds__(tensor_core_tile::threads)
 #else
   using namespace tensor_core_tile;
   using namespace tc_detail;
-  extern __shared__ __align__(128) float shared[];
+  SEGKIT_DYNAMIC_SHARED(float, shared);
   const auto out = tc_output_layout_of(g.dvh);
   float* os = shared;                 // [queries][out.ld]: the O accumulator
   float* ps = os + queries * out.ld;  // [queries][ld]: scores, then probabilities

@@ -30,9 +30,15 @@ inline void check_launch(const char* kernel_name) {
 
 }  // namespace segkit::cuda_detail
 
+// tests/cuda_emulation/emulated_cuda.hpp defines these two to run kernels on the CPU.
+#ifndef SEGKIT_CUDA_EMULATION
 // Launches `kernel<<<grid, block, shared_bytes, stream>>>(args...)` and checks it.
 #define SEGKIT_LAUNCH(kernel, grid, block, shared_bytes, stream, ...)            \
   do {                                                                           \
     kernel<<<(grid), (block), (shared_bytes), (stream)>>>(__VA_ARGS__);          \
     ::segkit::cuda_detail::check_launch(#kernel);                                \
   } while (0)
+
+// The launch's dynamic shared memory as `type* name` (128-byte aligned).
+#define SEGKIT_DYNAMIC_SHARED(type, name) extern __shared__ __align__(128) type name[]
+#endif

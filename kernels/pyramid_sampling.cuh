@@ -16,7 +16,7 @@ namespace cuda_kernels {
 
 __global__ void pyramid_sampling_forward_kernel(const float* x, float* y,
                                                 math::pyramid_geometry g) {
-  extern __shared__ double pyramid_shared[];
+  SEGKIT_DYNAMIC_SHARED(double, pyramid_shared);
   double* cells = pyramid_shared;                                   // [rows * cols]
   float* colsum = reinterpret_cast<float*>(cells + g.rows * g.cols);  // [width]
   const int64_t plane = blockIdx.x;
@@ -38,7 +38,7 @@ __global__ void pyramid_sampling_forward_kernel(const float* x, float* y,
 
 __global__ void pyramid_sampling_backward_kernel(const float* dy, float* dx,
                                                  math::pyramid_geometry g) {
-  extern __shared__ double pyramid_shared[];
+  SEGKIT_DYNAMIC_SHARED(double, pyramid_shared);
   float* cell_grad = reinterpret_cast<float*>(pyramid_shared);  // [rows * cols]
   const int64_t plane = blockIdx.x;
   const float* dy_plane = dy + plane * g.positions;
