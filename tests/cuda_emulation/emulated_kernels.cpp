@@ -1,0 +1,18 @@
+// The CUDA kernels the emulator runs (every kernels/<op>.cuh but conv2d and batch_norm, whose
+// CUDA paths are cuDNN calls), compiled by the host compiler as one translation unit.
+#include "activation.cuh"
+#include "attention2d.cuh"
+#include "axial_attention.cuh"
+#include "concat.cuh"
+#include "dropout.cuh"
+#include "elementwise.cuh"
+#include "losses.cuh"
+#include "matmul.cuh"
+#include "ocr_gather.cuh"
+#include "optimizer.cuh"
+#include "pooling.cuh"
+#include "pyramid_fuse.cuh"
+#include "pyramid_ground_truth.cuh"
+#include "pyramid_sampling.cuh"
+#include "resize.cuh"
+#include "softmax.cuh"
