@@ -1,7 +1,10 @@
 // tests/cuda_emulation/emulated_cuda.cpp — the CPU side of emulated_cuda.hpp: the fiber
-// scheduler that runs a launch, and the parts of the CUDA runtime, cuBLAS and cuDNN that
-// segkit calls, with the checks the real libraries make (and a few they leave to a crash).
+// scheduler that runs a launch, and the parts of the CUDA runtime segkit calls, with the
+// checks the runtime makes (and a few it leaves to a crash). cuBLAS and cuDNN are in
+// emulated_cublas.cpp and emulated_cudnn.cpp.
 #include "emulated_cuda.hpp"
+
+#include "emulated_device_memory.hpp"
 
 #include <sys/mman.h>
 #include <ucontext.h>
@@ -116,10 +119,7 @@ struct block_run {
 block_run* running = nullptr;
 constexpr std::size_t stack_bytes = 256 * 1024;
 std::vector<char*> stacks;
-cudaError_t last_error = cudaSuccess;
-std::string last_failure;
-std::map<const void*, int> dynamic_shared_limit;    // set by cudaFuncSetAttribute
-std::map<std::uintptr_t, std::size_t> allocations;  // device "memory": start -> bytes
+std::map<const void*, int> dynamic_shared_limit;  // set by cudaFuncSetAttribute
 
 block_run& current_block(const char* what) {
   if (!running) trap((std::string(what) + " called outside a kernel").c_str());
@@ -232,58 +232,6 @@ bool run_in_reverse() {
     return order && std::string(order) == "reverse";
   }();
   return reverse;
-}
-
-bool inside_allocation(const void* pointer, std::size_t bytes) {
-  const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-  auto it = allocations.upper_bound(address);
-  if (it == allocations.begin()) return false;
-  --it;
-  return address >= it->first && address + bytes <= it->first + it->second;
-}
-
-// Device memory is mapped without access except while a kernel, a copy, a memset or a cuBLAS
-// call runs, so host code that dereferences a device pointer (a crash on a GPU) crashes here.
-std::size_t mapped_bytes(std::size_t bytes) {
-  const std::size_t page = 4096;
-  return bytes == 0 ? page : (bytes + page - 1) / page * page;
-}
-
-class device_access {
- public:
-  // Opens the allocations holding `pointers`, or every allocation when none is given.
-  explicit device_access(std::initializer_list<const void*> pointers = {}) {
-    for (const void* pointer : pointers) {
-      auto it = allocations.upper_bound(reinterpret_cast<std::uintptr_t>(pointer));
-      if (it != allocations.begin() && is_inside(*std::prev(it), pointer)) opened_.push_back(*--it);
-    }
-    if (pointers.size() == 0) opened_.assign(allocations.begin(), allocations.end());
-    for (const auto& [start, bytes] : opened_)
-      mprotect(reinterpret_cast<void*>(start), mapped_bytes(bytes), PROT_READ | PROT_WRITE);
-  }
-  ~device_access() {
-    for (const auto& [start, bytes] : opened_)
-      if (allocations.count(start))  // not freed meanwhile
-        mprotect(reinterpret_cast<void*>(start), mapped_bytes(bytes), PROT_NONE);
-  }
-  device_access(const device_access&) = delete;
-  device_access& operator=(const device_access&) = delete;
-
- private:
-  static bool is_inside(const std::pair<const std::uintptr_t, std::size_t>& allocation,
-                        const void* pointer) {
-    const auto address = reinterpret_cast<std::uintptr_t>(pointer);
-    return address >= allocation.first &&
-           address < allocation.first + mapped_bytes(allocation.second);
-  }
-  std::vector<std::pair<std::uintptr_t, std::size_t>> opened_;
-};
-
-cudaError_t fail(cudaError_t error, const std::string& why) {
-  std::fprintf(stderr, "segkit CUDA emulation: %s\n", why.c_str());
-  last_failure = why;
-  last_error = error;
-  return error;
 }
 
 }  // namespace
@@ -536,102 +484,4 @@ cudaError_t cudaFuncSetAttribute(const void* kernel, cudaFuncAttribute attribute
                                            " bytes is over the device's opt-in limit");
   segkit_emulation::dynamic_shared_limit[kernel] = value;
   return cudaSuccess;
-}
-
-// ---- cuBLAS: column-major SGEMM as documented, host pointer mode -----------------------------
-namespace {
-int cublas_handle_storage;
-
-bool gemm_operand_ok(const float* matrix, bool transposed, int rows, int cols, int ld) {
-  // op(M) is rows x cols; M is stored column-major with leading dimension ld.
-  const long long stored_rows = transposed ? cols : rows, stored_cols = transposed ? rows : cols;
-  if (ld < std::max<long long>(1, stored_rows)) return false;
-  if (stored_rows == 0 || stored_cols == 0) return true;
-  return inside_allocation(matrix,
-                           sizeof(float) * std::size_t((stored_cols - 1) * ld + stored_rows));
-}
-
-cublasStatus_t sgemm_one(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k,
-                         float alpha, const float* a, int lda, const float* b, int ldb, float beta,
-                         float* c, int ldc) {
-  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
-  if (!gemm_operand_ok(a, ta, m, k, lda) || !gemm_operand_ok(b, tb, k, n, ldb) ||
-      !gemm_operand_ok(c, false, m, n, ldc)) {
-    fail(cudaErrorInvalidValue, "cublasSgemm: an operand lies outside device memory");
-    return CUBLAS_STATUS_EXECUTION_FAILED;
-  }
-  segkit_emulation::device_access access{a, b, c};
-  for (int j = 0; j < n; ++j)
-    for (int i = 0; i < m; ++i) {
-      float sum = 0.f;
-      for (int p = 0; p < k; ++p) {
-        const float av = ta ? a[std::size_t(i) * lda + p] : a[std::size_t(p) * lda + i];
-        const float bv = tb ? b[std::size_t(p) * ldb + j] : b[std::size_t(j) * ldb + p];
-        sum += av * bv;
-      }
-      float& out = c[std::size_t(j) * ldc + i];
-      out = beta == 0.f ? alpha * sum : alpha * sum + beta * out;  // beta = 0: C is not read
-    }
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-bool gemm_sizes_ok(cublasOperation_t transa, cublasOperation_t transb, int m, int n, int k, int lda,
-                   int ldb, int ldc) {
-  return m >= 0 && n >= 0 && k >= 0 && lda >= std::max(1, transa == CUBLAS_OP_N ? m : k) &&
-         ldb >= std::max(1, transb == CUBLAS_OP_N ? k : n) && ldc >= std::max(1, m);
-}
-}  // namespace
-
-cublasStatus_t cublasCreate_v2(cublasHandle_t* handle) {
-  *handle = reinterpret_cast<cublasHandle_t>(&cublas_handle_storage);
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasDestroy_v2(cublasHandle_t) {
-  return CUBLAS_STATUS_SUCCESS;
-}
-cublasStatus_t cublasSetStream_v2(cublasHandle_t, cudaStream_t) {
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-cublasStatus_t cublasSgemm_v2(cublasHandle_t, cublasOperation_t transa, cublasOperation_t transb,
-                              int m, int n, int k, const float* alpha, const float* a, int lda,
-                              const float* b, int ldb, const float* beta, float* c, int ldc) {
-  if (!gemm_sizes_ok(transa, transb, m, n, k, lda, ldb, ldc)) return CUBLAS_STATUS_INVALID_VALUE;
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  return sgemm_one(transa, transb, m, n, k, *alpha, a, lda, b, ldb, *beta, c, ldc);
-}
-
-cublasStatus_t cublasSgemmStridedBatched(cublasHandle_t, cublasOperation_t transa,
-                                         cublasOperation_t transb, int m, int n, int k,
-                                         const float* alpha, const float* a, int lda,
-                                         long long stride_a, const float* b, int ldb,
-                                         long long stride_b, const float* beta, float* c, int ldc,
-                                         long long stride_c, int batch) {
-  if (!gemm_sizes_ok(transa, transb, m, n, k, lda, ldb, ldc) || batch < 0)
-    return CUBLAS_STATUS_INVALID_VALUE;
-  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
-  for (int i = 0; i < batch; ++i) {
-    const cublasStatus_t status = sgemm_one(transa, transb, m, n, k, *alpha, a + i * stride_a, lda,
-                                            b + i * stride_b, ldb, *beta, c + i * stride_c, ldc);
-    if (status != CUBLAS_STATUS_SUCCESS) return status;
-  }
-  return CUBLAS_STATUS_SUCCESS;
-}
-
-// ---- cuDNN: the handle only (conv2d and batch_norm are not emulated) -------------------------
-namespace {
-int cudnn_handle_storage;
-}
-cudnnStatus_t cudnnCreate(cudnnHandle_t* handle) {
-  *handle = reinterpret_cast<cudnnHandle_t>(&cudnn_handle_storage);
-  return CUDNN_STATUS_SUCCESS;
-}
-cudnnStatus_t cudnnDestroy(cudnnHandle_t) {
-  return CUDNN_STATUS_SUCCESS;
-}
-cudnnStatus_t cudnnSetStream(cudnnHandle_t, cudaStream_t) {
-  return CUDNN_STATUS_SUCCESS;
-}
-const char* cudnnGetErrorString(cudnnStatus_t status) {
-  return status == CUDNN_STATUS_SUCCESS ? "CUDNN_STATUS_SUCCESS" : "cuDNN status (emulated)";
 }

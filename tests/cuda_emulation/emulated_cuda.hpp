@@ -3,8 +3,8 @@
 // they share with the CPU path.
 // Requires: force-included (g++ -include) before anything else in every translation unit of
 //   segkit_cuda_emulated_tests, which is compiled by the host compiler with
-//   SEGKIT_WITH_CUDA and the CUDA headers, and linked against emulated_cuda.cpp instead of
-//   libcudart, cuBLAS and cuDNN.
+//   SEGKIT_WITH_CUDA and the CUDA headers, and linked against emulated_cuda.cpp,
+//   emulated_cublas.cpp and emulated_cudnn.cpp instead of libcudart, cuBLAS and cuDNN.
 // Guarantees:
 //   - a launch runs every block in turn and the block's threads as fibers of one OS thread:
 //     each runs until __syncthreads, a warp-synchronous call (__shfl_*_sync, __syncwarp, a
@@ -15,13 +15,14 @@
 //     the kernel's name, as do launch configurations the hardware rejects (block size, grid
 //     limits, dynamic shared memory over the opted-in limit) and a trap;
 //   - device memory and dynamic shared memory start filled with 0xff bytes (NaN as float);
-//     cudaMemcpy/cudaMemset and cuBLAS check that their device ranges lie inside allocations;
+//     device memory is inaccessible to host code; cudaMemcpy/cudaMemset, cuBLAS and cuDNN
+//     check that their device ranges lie inside allocations;
 //   - WMMA fragments hold their whole tile in every lane (the element-to-lane mapping is
 //     unspecified in CUDA, so a kernel that depends on it is wrong anyway); mma_sync rounds
 //     its A and B elements to TF32 as the hardware reads them.
 // Not emulated: timing, memory coalescing, the memory model between blocks (blocks run one
-// after another), static __shared__ arrays start zeroed rather than poisoned, and cuDNN
-// (conv2d and batch_norm are left out of the emulated tests).
+// after another); static __shared__ arrays start zeroed rather than poisoned. cuBLAS and
+// cuDNN compute what their documentation says, which is this emulator's reading of it.
 #pragma once
 #include <cublas_v2.h>
 #include <cuda_runtime.h>

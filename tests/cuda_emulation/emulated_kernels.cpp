@@ -1,9 +1,11 @@
-// The CUDA kernels the emulator runs (every kernels/<op>.cuh but conv2d and batch_norm, whose
-// CUDA paths are cuDNN calls), compiled by the host compiler as one translation unit.
+// The CUDA kernels the emulator runs, every kernels/<op>.cuh, compiled by the host compiler as
+// one translation unit.
 #include "activation.cuh"
 #include "attention2d.cuh"
 #include "axial_attention.cuh"
+#include "batch_norm.cuh"
 #include "concat.cuh"
+#include "conv2d.cuh"
 #include "dropout.cuh"
 #include "elementwise.cuh"
 #include "losses.cuh"
