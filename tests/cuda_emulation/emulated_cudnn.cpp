@@ -242,6 +242,33 @@ cudnnStatus_t cudnnGetConvolutionBackwardFilterWorkspaceSize(
   return CUDNN_STATUS_SUCCESS;
 }
 
+namespace {
+// The three convolution calls: check, then out = alpha * sum + beta * out, where
+// add(sum, x_index, w_index, y_index) adds one product of the convolution into `sum`, which
+// has out's extent.
+template <class Add>
+cudnnStatus_t convolution_call(const char* call, const cudnnTensorStruct* xd, const void* x,
+                               const cudnnFilterStruct* wd, const void* w,
+                               const cudnnConvolutionStruct* cd, const cudnnTensorStruct* yd,
+                               const void* y, void* out, size_t out_count, const void* workspace,
+                               size_t workspace_bytes, const void* alpha, const void* beta,
+                               Add add) {
+  if (auto status = check_conv_call(xd, wd, cd, yd, workspace, workspace_bytes, call))
+    return status;
+  const size_t w_count = size_t(wd->k) * wd->c * wd->h * wd->w;
+  if (!on_device(x, elements(*xd)) || !on_device(w, w_count) || !on_device(y, elements(*yd)))
+    return outside(call);
+  segkit_emulation::device_access access{x, w, y};
+  std::vector<double> sum(out_count, 0.0);
+  for_each_conv_product(*xd, *wd, *cd, *yd,
+                        [&](size_t xi, size_t wi, size_t yi) { add(sum, xi, wi, yi); });
+  auto* result = static_cast<float*>(out);
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  for (size_t i = 0; i < out_count; ++i) result[i] = blend(a, sum[i], b, result[i]);
+  return CUDNN_STATUS_SUCCESS;
+}
+}  // namespace
+
 cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void* alpha,
                                       const cudnnTensorDescriptor_t xd, const void* x,
                                       const cudnnFilterDescriptor_t wd, const void* w,
@@ -249,23 +276,13 @@ cudnnStatus_t cudnnConvolutionForward(cudnnHandle_t, const void* alpha,
                                       cudnnConvolutionFwdAlgo_t, void* workspace,
                                       size_t workspace_bytes, const void* beta,
                                       const cudnnTensorDescriptor_t yd, void* y) {
-  if (auto status =
-          check_conv_call(xd, wd, cd, yd, workspace, workspace_bytes, "cudnnConvolutionForward"))
-    return status;
-  const size_t w_count = size_t(wd->k) * wd->c * wd->h * wd->w;
-  if (!on_device(x, elements(*xd)) || !on_device(w, w_count) || !on_device(y, elements(*yd)))
-    return outside("cudnnConvolutionForward");
-  segkit_emulation::device_access access{x, w, y};
-  std::vector<double> sum(elements(*yd), 0.0);
   const auto* xs = static_cast<const float*>(x);
   const auto* ws = static_cast<const float*>(w);
-  for_each_conv_product(*xd, *wd, *cd, *yd, [&](size_t xi, size_t wi, size_t yi) {
-    sum[yi] += double(xs[xi]) * ws[wi];
-  });
-  auto* ys = static_cast<float*>(y);
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  for (size_t i = 0; i < sum.size(); ++i) ys[i] = blend(a, sum[i], b, ys[i]);
-  return CUDNN_STATUS_SUCCESS;
+  return convolution_call("cudnnConvolutionForward", xd, x, wd, w, cd, yd, y, y, elements(*yd),
+                          workspace, workspace_bytes, alpha, beta,
+                          [&](std::vector<double>& sum, size_t xi, size_t wi, size_t yi) {
+                            sum[yi] += double(xs[xi]) * ws[wi];
+                          });
 }
 
 cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void* alpha,
@@ -275,23 +292,13 @@ cudnnStatus_t cudnnConvolutionBackwardData(cudnnHandle_t, const void* alpha,
                                            cudnnConvolutionBwdDataAlgo_t, void* workspace,
                                            size_t workspace_bytes, const void* beta,
                                            const cudnnTensorDescriptor_t dxd, void* dx) {
-  if (auto status = check_conv_call(dxd, wd, cd, dyd, workspace, workspace_bytes,
-                                    "cudnnConvolutionBackwardData"))
-    return status;
-  const size_t w_count = size_t(wd->k) * wd->c * wd->h * wd->w;
-  if (!on_device(dx, elements(*dxd)) || !on_device(w, w_count) || !on_device(dy, elements(*dyd)))
-    return outside("cudnnConvolutionBackwardData");
-  segkit_emulation::device_access access{dx, w, dy};
-  std::vector<double> sum(elements(*dxd), 0.0);
   const auto* ws = static_cast<const float*>(w);
   const auto* dys = static_cast<const float*>(dy);
-  for_each_conv_product(*dxd, *wd, *cd, *dyd, [&](size_t xi, size_t wi, size_t yi) {
-    sum[xi] += double(dys[yi]) * ws[wi];
-  });
-  auto* dxs = static_cast<float*>(dx);
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  for (size_t i = 0; i < sum.size(); ++i) dxs[i] = blend(a, sum[i], b, dxs[i]);
-  return CUDNN_STATUS_SUCCESS;
+  return convolution_call("cudnnConvolutionBackwardData", dxd, dx, wd, w, cd, dyd, dy, dx,
+                          elements(*dxd), workspace, workspace_bytes, alpha, beta,
+                          [&](std::vector<double>& sum, size_t xi, size_t wi, size_t yi) {
+                            sum[xi] += double(dys[yi]) * ws[wi];
+                          });
 }
 
 cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void* alpha,
@@ -301,23 +308,14 @@ cudnnStatus_t cudnnConvolutionBackwardFilter(cudnnHandle_t, const void* alpha,
                                              cudnnConvolutionBwdFilterAlgo_t, void* workspace,
                                              size_t workspace_bytes, const void* beta,
                                              const cudnnFilterDescriptor_t dwd, void* dw) {
-  if (auto status = check_conv_call(xd, dwd, cd, dyd, workspace, workspace_bytes,
-                                    "cudnnConvolutionBackwardFilter"))
-    return status;
-  const size_t w_count = size_t(dwd->k) * dwd->c * dwd->h * dwd->w;
-  if (!on_device(x, elements(*xd)) || !on_device(dw, w_count) || !on_device(dy, elements(*dyd)))
-    return outside("cudnnConvolutionBackwardFilter");
-  segkit_emulation::device_access access{x, dw, dy};
-  std::vector<double> sum(w_count, 0.0);
   const auto* xs = static_cast<const float*>(x);
   const auto* dys = static_cast<const float*>(dy);
-  for_each_conv_product(*xd, *dwd, *cd, *dyd, [&](size_t xi, size_t wi, size_t yi) {
-    sum[wi] += double(dys[yi]) * xs[xi];
-  });
-  auto* dws = static_cast<float*>(dw);
-  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
-  for (size_t i = 0; i < sum.size(); ++i) dws[i] = blend(a, sum[i], b, dws[i]);
-  return CUDNN_STATUS_SUCCESS;
+  return convolution_call("cudnnConvolutionBackwardFilter", xd, x, dwd, dw, cd, dyd, dy, dw,
+                          size_t(dwd->k) * dwd->c * dwd->h * dwd->w, workspace, workspace_bytes,
+                          alpha, beta,
+                          [&](std::vector<double>& sum, size_t xi, size_t wi, size_t yi) {
+                            sum[wi] += double(dys[yi]) * xs[xi];
+                          });
 }
 
 // C = alpha A + beta C, A broadcast over every extent where it is 1.
