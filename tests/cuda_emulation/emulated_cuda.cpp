@@ -117,7 +117,7 @@ struct block_run {
 };
 
 block_run* running = nullptr;
-constexpr std::size_t stack_bytes = 256 * 1024;
+constexpr std::size_t stack_bytes = 256 * 1024, guard_bytes = 4096;
 std::vector<char*> stacks;
 std::map<const void*, int> dynamic_shared_limit;  // set by cudaFuncSetAttribute
 
@@ -145,6 +145,8 @@ void fiber_entry() {
     (*b.body)();
   } catch (const std::exception& e) {
     if (b.failure.empty()) b.failure = e.what();
+  } catch (...) {  // nothing may unwind past a fiber's first frame
+    if (b.failure.empty()) b.failure = "the kernel threw a non-standard exception";
   }
   b.fibers[b.current].state = fiber_state::finished;
   switch_to(b.fibers[b.current].context, b.scheduler);
@@ -289,11 +291,12 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, std::si
                                     std::to_string(allowed));
     return;
   }
-  while (stacks.size() < threads) {
-    void* stack = mmap(nullptr, stack_bytes, PROT_READ | PROT_WRITE,
+  while (stacks.size() < threads) {  // each with a guard page below it: an overflow faults
+    void* stack = mmap(nullptr, stack_bytes + guard_bytes, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (stack == MAP_FAILED) throw std::runtime_error("segkit CUDA emulation: no fiber stack");
-    stacks.push_back(static_cast<char*>(stack));
+    mprotect(stack, guard_bytes, PROT_NONE);
+    stacks.push_back(static_cast<char*>(stack) + guard_bytes);
   }
   const std::size_t shared_size = (shared_bytes + 127) / 128 * 128 + 128;
   void* shared = std::aligned_alloc(128, shared_size);

@@ -90,7 +90,9 @@ T __shfl_xor_sync(unsigned mask, T value, int lane_mask, int width = 32) {
   std::memcpy(&slots[lane], &value, sizeof(T));
   segkit_emulation::warp_barrier(mask, "__shfl_xor_sync");
   int source = lane ^ lane_mask;
-  if (source / width != lane / width) source = lane;  // outside the lane's segment: own value
+  if (source >= (lane / width + 1) * width) source = lane;  // a later segment: own value (guide)
+  if (!(mask >> source & 1u))
+    segkit_emulation::trap("__shfl_xor_sync reads a lane outside its mask");
   T result;
   std::memcpy(&result, &slots[source], sizeof(T));
   segkit_emulation::warp_barrier(mask, "__shfl_xor_sync");  // all have read before the next
