@@ -28,7 +28,7 @@ namespace {
 #if defined(__x86_64__)
 extern "C" void segkit_emulation_switch(void** save_sp, void* load_sp);
 asm(R"(
-  .text
+  .pushsection .text
   .globl segkit_emulation_switch
   .type segkit_emulation_switch, @function
 segkit_emulation_switch:
@@ -54,6 +54,7 @@ segkit_emulation_switch:
   popq %rbp
   ret
   .size segkit_emulation_switch, .-segkit_emulation_switch
+  .popsection
 )");
 
 struct execution_context {
