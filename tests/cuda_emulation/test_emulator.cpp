@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "launch.cuh"
+#include "segkit/tensor/tensor.hpp"
 #include "warp_reduce.cuh"
 
 namespace {
@@ -21,6 +22,10 @@ constexpr int block_threads = 64;
 
 // SEGKIT_LAUNCH as an expression, for REQUIRE_THROWS_WITH.
 #define LAUNCHED(...) [&] { SEGKIT_LAUNCH(__VA_ARGS__); }()
+
+using segkit::cuda;
+using segkit::shape;
+using segkit::tensor;
 
 template <bool with_barrier>
 __global__ void reverse_through_shared(int generation, int* out) {
@@ -62,21 +67,12 @@ __global__ void one_tile_product(const float* a, const float* b, float* out) {
   wmma::store_matrix_sync(out, acc, 16, wmma::mem_row_major);
 }
 
+// A device tensor's values, read back through segkit's own copy.
 template <class T>
-struct device_buffer {
-  explicit device_buffer(size_t count) : count(count) {
-    REQUIRE(cudaMalloc(reinterpret_cast<void**>(&data), count * sizeof(T)) == cudaSuccess);
-  }
-  ~device_buffer() { cudaFree(data); }
-  std::vector<T> read() const {
-    std::vector<T> host(count);
-    REQUIRE(cudaMemcpy(host.data(), data, count * sizeof(T), cudaMemcpyDeviceToHost) ==
-            cudaSuccess);
-    return host;
-  }
-  T* data = nullptr;
-  size_t count;
-};
+std::vector<T> read(const tensor<T, cuda>& device) {
+  const auto host = segkit::to<segkit::cpu>(device);
+  return std::vector<T>(host.data(), host.data() + host.numel());
+}
 
 float tf32_round(float x) {
   return nvcuda::wmma::__float_to_tf32(x);
@@ -85,41 +81,41 @@ float tf32_round(float x) {
 }  // namespace
 
 TEST_CASE("emulator: a missing __syncthreads reads stale shared memory, in either order") {
-  device_buffer<int> out(block_threads);
-  SEGKIT_LAUNCH(reverse_through_shared<true>, 1, block_threads, 0, nullptr, 1, out.data);
-  const auto synced = out.read();
+  tensor<int32_t, cuda> out(shape{block_threads});
+  SEGKIT_LAUNCH(reverse_through_shared<true>, 1, block_threads, 0, nullptr, 1, out.data());
+  const auto synced = read(out);
   for (int t = 0; t < block_threads; ++t) REQUIRE(synced[t] == 1000 + block_threads - 1 - t);
 
-  SEGKIT_LAUNCH(reverse_through_shared<false>, 1, block_threads, 0, nullptr, 2, out.data);
-  const auto racy = out.read();
+  SEGKIT_LAUNCH(reverse_through_shared<false>, 1, block_threads, 0, nullptr, 2, out.data());
+  const auto racy = read(out);
   int stale = 0;
   for (int t = 0; t < block_threads; ++t) stale += racy[t] != 2000 + block_threads - 1 - t;
   CHECK(stale == block_threads / 2);  // the threads that run first read before the others write
 }
 
 TEST_CASE("emulator: shuffles exchange lanes' values, and a shuffle some lanes left fails") {
-  device_buffer<int> out(96);
-  SEGKIT_LAUNCH(warp_lane_sum, 1, 96, 0, nullptr, out.data);
-  for (int value : out.read()) REQUIRE(value == 31 * 32 / 2);
+  tensor<int32_t, cuda> out(shape{96});
+  SEGKIT_LAUNCH(warp_lane_sum, 1, 96, 0, nullptr, out.data());
+  for (int value : read(out)) REQUIRE(value == 31 * 32 / 2);
   REQUIRE_THROWS_WITH(
-      LAUNCHED(half_warp_leaves_before_shuffle, 1, 64, 0, nullptr, out.data),
+      LAUNCHED(half_warp_leaves_before_shuffle, 1, 64, 0, nullptr, out.data()),
       Catch::Contains("half_warp_leaves_before_shuffle") && Catch::Contains("deadlock"));
 }
 
 TEST_CASE("emulator: launches the hardware refuses fail at their launch check") {
-  device_buffer<float> out(1024);
-  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, 1, 2048, 0, nullptr, out.data),
+  tensor<float, cuda> out(shape{1024});
+  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, 1, 2048, 0, nullptr, out.data()),
                       Catch::Contains("invalid grid or block size"));
-  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, dim3(1, 70000), 32, 0, nullptr, out.data),
+  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, dim3(1, 70000), 32, 0, nullptr, out.data()),
                       Catch::Contains("invalid grid or block size"));
   const size_t over_default = 64 * 1024;
-  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, 1, 32, over_default, nullptr, out.data),
+  REQUIRE_THROWS_WITH(LAUNCHED(touch_dynamic_shared, 1, 32, over_default, nullptr, out.data()),
                       Catch::Contains("over the kernel's limit of 49152"));
   REQUIRE(cudaFuncSetAttribute(reinterpret_cast<const void*>(&touch_dynamic_shared),
                                cudaFuncAttributeMaxDynamicSharedMemorySize,
                                int(over_default)) == cudaSuccess);
-  SEGKIT_LAUNCH(touch_dynamic_shared, 1, 32, over_default, nullptr, out.data);
-  REQUIRE(out.read()[31] == 1.f);
+  SEGKIT_LAUNCH(touch_dynamic_shared, 1, 32, over_default, nullptr, out.data());
+  REQUIRE(read(out)[31] == 1.f);
 }
 
 TEST_CASE("emulator: WMMA TF32 tiles multiply as the CUDA guide defines, in every layout") {
@@ -130,19 +126,17 @@ TEST_CASE("emulator: WMMA TF32 tiles multiply as the CUDA guide defines, in ever
   std::mt19937 rng(7);
   std::uniform_real_distribution<float> uniform(-1.f, 1.f);
   // a (16 x 8) and b (8 x 16), each stored row-major first and column-major after it.
-  std::vector<float> a(2 * 128), b(2 * 128);
+  segkit::host_tensor<float> a_host(shape{256}), b_host(shape{256});
+  float *a = a_host.data(), *b = b_host.data();
   for (int i = 0; i < 16; ++i)
     for (int k = 0; k < 8; ++k) a[i * 8 + k] = a[128 + k * 16 + i] = uniform(rng);
   for (int k = 0; k < 8; ++k)
     for (int j = 0; j < 16; ++j) b[k * 16 + j] = b[128 + j * 8 + k] = uniform(rng);
-  device_buffer<float> da(256), db(256), out(256);
-  REQUIRE(cudaMemcpy(da.data, a.data(), 256 * sizeof(float), cudaMemcpyHostToDevice) ==
-          cudaSuccess);
-  REQUIRE(cudaMemcpy(db.data, b.data(), 256 * sizeof(float), cudaMemcpyHostToDevice) ==
-          cudaSuccess);
+  const auto da = segkit::to<cuda>(a_host), db = segkit::to<cuda>(b_host);
+  tensor<float, cuda> out(shape{256});
   const auto check = [&](const char* layouts) {
     INFO(layouts);
-    const auto c = out.read();
+    const auto c = read(out);
     for (int i = 0; i < 16; ++i)
       for (int j = 0; j < 16; ++j) {
         double exact = 0;  // of the TF32 bits the hardware reads (the low 13 are dropped)
@@ -154,36 +148,36 @@ TEST_CASE("emulator: WMMA TF32 tiles multiply as the CUDA guide defines, in ever
         REQUIRE(c[i * 16 + j] == Approx(exact).margin(1e-6));
       }
   };
-  SEGKIT_LAUNCH((one_tile_product<row_major, row_major>), 1, 32, 0, nullptr, da.data, db.data,
-                out.data);
+  SEGKIT_LAUNCH((one_tile_product<row_major, row_major>), 1, 32, 0, nullptr, da.data(), db.data(),
+                out.data());
   check("a row-major, b row-major");
-  SEGKIT_LAUNCH((one_tile_product<col_major, col_major>), 1, 32, 0, nullptr, da.data, db.data,
-                out.data);
+  SEGKIT_LAUNCH((one_tile_product<col_major, col_major>), 1, 32, 0, nullptr, da.data(), db.data(),
+                out.data());
   check("a col-major, b col-major");
-  SEGKIT_LAUNCH((one_tile_product<row_major, col_major>), 1, 32, 0, nullptr, da.data, db.data,
-                out.data);
+  SEGKIT_LAUNCH((one_tile_product<row_major, col_major>), 1, 32, 0, nullptr, da.data(), db.data(),
+                out.data());
   check("a row-major, b col-major");
 }
 
 TEST_CASE("emulator: device memory starts as NaN and copies stay inside allocations") {
-  device_buffer<float> buffer(10);
-  for (float value : buffer.read()) REQUIRE(std::isnan(value));
+  tensor<float, cuda> buffer(shape{10});
+  for (float value : read(buffer)) REQUIRE(std::isnan(value));
   std::vector<float> host(11, 0.f);
-  REQUIRE(cudaMemcpy(buffer.data, host.data(), 11 * sizeof(float), cudaMemcpyHostToDevice) ==
+  REQUIRE(cudaMemcpy(buffer.data(), host.data(), 11 * sizeof(float), cudaMemcpyHostToDevice) ==
           cudaErrorInvalidValue);
-  REQUIRE(cudaMemcpy(host.data(), buffer.data, 10 * sizeof(float), cudaMemcpyHostToDevice) ==
+  REQUIRE(cudaMemcpy(host.data(), buffer.data(), 10 * sizeof(float), cudaMemcpyHostToDevice) ==
           cudaErrorInvalidValue);  // the direction is wrong: the destination is host memory
   cudaGetLastError();
 }
 
 TEST_CASE("emulator: host code that reads device memory crashes, as it would with a GPU") {
-  device_buffer<float> buffer(4);
+  tensor<float, cuda> buffer(shape{4});
   std::fflush(nullptr);  // the child must not repeat what the parent has buffered
   const pid_t child = fork();
   REQUIRE(child >= 0);
   if (child == 0) {
     std::signal(SIGSEGV, SIG_DFL);          // Catch's handler would report the crash as a failure
-    volatile float value = buffer.data[0];  // a host read of a device pointer
+    volatile float value = buffer.data()[0];  // a host read of a device pointer
     (void)value;
     _exit(0);
   }
