@@ -13,10 +13,10 @@ using segkit_emulation::inside_allocation;
 namespace {
 int cublas_handle_storage;
 
+// op(M) is rows x cols; M is stored column-major with leading dimension ld (gemm_sizes_ok has
+// checked ld against the stored rows).
 bool gemm_operand_ok(const float* matrix, bool transposed, int rows, int cols, int ld) {
-  // op(M) is rows x cols; M is stored column-major with leading dimension ld.
   const long long stored_rows = transposed ? cols : rows, stored_cols = transposed ? rows : cols;
-  if (ld < std::max<long long>(1, stored_rows)) return false;
   if (stored_rows == 0 || stored_cols == 0) return true;
   return inside_allocation(matrix,
                            sizeof(float) * std::size_t((stored_cols - 1) * ld + stored_rows));

@@ -122,6 +122,11 @@ constexpr std::size_t stack_bytes = 256 * 1024, guard_bytes = 4096;
 std::vector<char*> stacks;
 std::map<const void*, int> dynamic_shared_limit;  // set by cudaFuncSetAttribute
 
+int dynamic_shared_limit_of(const void* kernel) {
+  const auto found = dynamic_shared_limit.find(kernel);
+  return found == dynamic_shared_limit.end() ? default_shared_limit : found->second;
+}
+
 block_run& current_block(const char* what) {
   if (!running) trap((std::string(what) + " called outside a kernel").c_str());
   return *running;
@@ -284,8 +289,7 @@ void launch(const char* name, const void* kernel, dim3 grid, dim3 block, std::si
     fail(cudaErrorInvalidConfiguration, std::string(name) + ": invalid grid or block size");
     return;
   }
-  const auto limit = dynamic_shared_limit.find(kernel);
-  const int allowed = limit == dynamic_shared_limit.end() ? default_shared_limit : limit->second;
+  const int allowed = dynamic_shared_limit_of(kernel);
   if (shared_bytes > std::size_t(allowed)) {
     fail(cudaErrorInvalidValue, std::string(name) + ": " + std::to_string(shared_bytes) +
                                     " bytes of dynamic shared memory, over the kernel's limit of " +
@@ -473,10 +477,7 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attributes, const void* ke
   attributes->ptxVersion = 90;
   attributes->binaryVersion = 90;
   attributes->maxThreadsPerBlock = 1024;
-  const auto found = segkit_emulation::dynamic_shared_limit.find(kernel);
-  attributes->maxDynamicSharedSizeBytes = found == segkit_emulation::dynamic_shared_limit.end()
-                                              ? segkit_emulation::default_shared_limit
-                                              : found->second;
+  attributes->maxDynamicSharedSizeBytes = segkit_emulation::dynamic_shared_limit_of(kernel);
   return cudaSuccess;
 }
 

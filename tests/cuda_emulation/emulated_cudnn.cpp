@@ -378,6 +378,18 @@ struct batch_norm_call {
     for (int n = 0; n < x.n; ++n)
       for (size_t i = 0; i < plane(); ++i) visit((size_t(n) * x.c + c) * plane() + i);
   }
+  struct moments {
+    double mean, squares, inv_std;  // squares: the sum of squared deviations from the mean
+  };
+  // Channel c's batch statistics, in two passes.
+  moments moments_of(int c, const float* xs, double epsilon) const {
+    const double m = double(count());
+    double sum = 0, squares = 0;
+    for_channel(c, [&](size_t i) { sum += xs[i]; });
+    const double mean = sum / m;
+    for_channel(c, [&](size_t i) { squares += (xs[i] - mean) * (xs[i] - mean); });
+    return {mean, squares, 1.0 / std::sqrt(squares / m + epsilon)};
+  }
 };
 
 cudnnStatus_t check_batch_norm(cudnnBatchNormMode_t mode, const cudnnTensorStruct& x,
@@ -423,11 +435,8 @@ cudnnStatus_t cudnnBatchNormalizationForwardTraining(
   const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
   const double m = double(call.count());
   for (int ch = 0; ch < xd->c; ++ch) {
-    double sum = 0, squares = 0;
-    call.for_channel(ch, [&](size_t i) { sum += xs[i]; });
-    const double mean = sum / m;
-    call.for_channel(ch, [&](size_t i) { squares += (xs[i] - mean) * (xs[i] - mean); });
-    const double inv_std = 1.0 / std::sqrt(squares / m + epsilon);
+    const auto stats = call.moments_of(ch, xs, epsilon);
+    const double mean = stats.mean, squares = stats.squares, inv_std = stats.inv_std;
     const double g = static_cast<const float*>(scale)[ch],
                  shift = static_cast<const float*>(bias)[ch];
     call.for_channel(
@@ -507,11 +516,8 @@ cudnnStatus_t cudnnBatchNormalizationBackward(cudnnHandle_t, cudnnBatchNormMode_
       mean = static_cast<const float*>(saved_mean)[ch];
       inv_std = static_cast<const float*>(saved_inv_std)[ch];
     } else {
-      double sum = 0, squares = 0;
-      call.for_channel(ch, [&](size_t i) { sum += xs[i]; });
-      mean = sum / m;
-      call.for_channel(ch, [&](size_t i) { squares += (xs[i] - mean) * (xs[i] - mean); });
-      inv_std = 1.0 / std::sqrt(squares / m + epsilon);
+      const auto stats = call.moments_of(ch, xs, epsilon);
+      mean = stats.mean, inv_std = stats.inv_std;
     }
     double sum_dy = 0, sum_dy_xhat = 0;
     call.for_channel(ch, [&](size_t i) {
